@@ -1,0 +1,122 @@
+"""Orbax checkpoints in the workdir, and `init_from` weight loading.
+
+Layout: WORKDIR/checkpoints/<step>/{state, meta}. `state` is the TrainState pytree (params,
+batch_stats, opt_state, step, rng key data); `meta` is JSON: step, data_position (global batches
+consumed by the input pipeline), stage index and name. A rerun with the same workdir restores the
+latest step and continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from fgjax.optim import path_str
+
+
+class Checkpoints:
+  """Thin wrapper over `ocp.CheckpointManager` with a `state` item and a JSON `meta` item."""
+
+  def __init__(self, workdir: str, max_to_keep: int = 2):
+    self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+    self._manager = ocp.CheckpointManager(
+        self.directory, item_names=('state', 'meta'),
+        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def restore_meta(self, step: int) -> dict:
+    return dict(self._manager.restore(step, args=ocp.args.Composite(
+        meta=ocp.args.JsonRestore()))['meta'])
+
+  def restore_state(self, step: int, abstract_state):
+    """Restore the state at `step` into the structure/shardings of `abstract_state`."""
+    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
+    return self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target)))['state']
+
+  def save(self, step: int, state, meta: dict) -> None:
+    if step in self._manager.all_steps():
+      return
+    self._manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+
+  def wait(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.close()
+
+
+def _flatten(tree) -> dict[str, object]:
+  return {path_str(p): v for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def read_variables(path: str) -> dict:
+  """Variables ({'params': ..., 'batch_stats': ...}) from a workdir, a step dir or a pytree dir.
+
+  Accepts: a training workdir (its latest checkpoint), a `checkpoints/<step>` directory, or a
+  directory holding a plain Orbax pytree with a `params` key (written by weight importers).
+  """
+  path = os.path.abspath(os.path.expanduser(path))
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f'config.init_from.path {path!r} is not a directory')
+  if os.path.isdir(os.path.join(path, 'checkpoints')):
+    manager = ocp.CheckpointManager(os.path.join(path, 'checkpoints'), item_names=('state',))
+    step = manager.latest_step()
+    if step is None:
+      raise FileNotFoundError(f'no checkpoint under {path}/checkpoints (config.init_from.path)')
+    path = os.path.join(path, 'checkpoints', str(step))
+  if os.path.isdir(os.path.join(path, 'state')):
+    path = os.path.join(path, 'state')
+  tree = ocp.StandardCheckpointer().restore(path)
+  if 'params' not in tree:
+    raise ValueError(f'{path} holds no `params` (keys: {", ".join(tree)}); not a fgjax checkpoint')
+  return {k: tree[k] for k in ('params', 'batch_stats') if k in tree and tree[k]}
+
+
+def merge_variables(target: dict, source: dict, skip: tuple[str, ...] = (), into: str = ''):
+  """Copy `source` leaves into `target` by path; returns (merged, report).
+
+  Target leaves whose path matches a `skip` regex keep their initial values. `into` prefixes every
+  source path (e.g. 'backbone_a/' to load a bare backbone into a B-CNN stream). Raises ValueError
+  listing target leaves missing from the source and leaves with mismatched shapes; source leaves
+  with no target are reported as `unused`.
+  """
+  skips = [re.compile(s) for s in skip]
+  merged, loaded, skipped, missing, mismatched, unused = {}, [], [], [], [], []
+  for collection, tree in target.items():
+    src = {f'{into}{k}': v for k, v in _flatten(source.get(collection, {})).items()}
+    flat_target = _flatten(tree)
+    used = set()
+    new_leaves = []
+    for name, value in flat_target.items():
+      full = f'{collection}/{name}'
+      if any(s.search(name) for s in skips):
+        skipped.append(full)
+        new_leaves.append(value)
+      elif name not in src:
+        missing.append(full)
+        new_leaves.append(value)
+      elif tuple(np.shape(src[name])) != tuple(value.shape):
+        mismatched.append(f'{full}: checkpoint {tuple(np.shape(src[name]))} vs model '
+                          f'{tuple(value.shape)}')
+        new_leaves.append(value)
+      else:
+        used.add(name)
+        loaded.append(full)
+        new_leaves.append(np.asarray(src[name]).astype(value.dtype))
+    merged[collection] = jax.tree.unflatten(jax.tree.structure(tree), new_leaves)
+    unused += [f'{collection}/{k}' for k in src if k not in used]
+  if missing or mismatched:
+    lines = [f'  missing in checkpoint: {m}' for m in missing]
+    lines += [f'  wrong shape: {m}' for m in mismatched]
+    raise ValueError('config.init_from does not match the model (add regexes to '
+                     'config.init_from.skip for params that should keep their init):\n' +
+                     '\n'.join(lines))
+  return merged, {'loaded': loaded, 'skipped': skipped, 'unused': unused}

@@ -1,0 +1,86 @@
+"""Dataset registry: config.dataset.name -> a tfds builder, read through `as_data_source()`.
+
+Builders are imported lazily (a name maps to 'module:Class'), so naming one dataset does not import
+every builder. All datasets, the embedded synthetic one included, go through the same path:
+tfds `GeneratorBasedBuilder` -> array_record files -> random-access data source (no TensorFlow).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+
+DATASETS: dict[str, str] = {
+    'synthetic_parts': 'fgjax.data.synthetic:SyntheticParts',
+}
+
+
+def list_datasets() -> list[str]:
+  return sorted(DATASETS)
+
+
+def builder_class(name: str):
+  if name not in DATASETS:
+    raise ValueError(f'unknown dataset {name!r} (config.dataset.name); valid: '
+                     f'{", ".join(list_datasets())}')
+  module, cls = DATASETS[name].split(':')
+  return getattr(importlib.import_module(module), cls)
+
+
+def builder_config_names(name: str) -> list[str]:
+  return [c.name for c in (builder_class(name).BUILDER_CONFIGS or [])]
+
+
+def make_builder(cfg):
+  """The tfds builder for config.dataset (not prepared yet). Validates the builder-config name."""
+  cls = builder_class(cfg.name)
+  kwargs = {}
+  if cfg.config is not None:
+    valid = builder_config_names(cfg.name)
+    if cfg.config not in valid:
+      raise ValueError(f'unknown config {cfg.config!r} for dataset {cfg.name!r} '
+                       f'(config.dataset.config); valid: {", ".join(valid)}')
+    kwargs['config'] = cfg.config
+  if cfg.data_dir is not None:
+    kwargs['data_dir'] = os.path.expanduser(cfg.data_dir)
+  return cls(**kwargs)
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetMeta:
+  """What the trainer and methods need to know about a dataset, without reading it."""
+  name: str
+  num_classes: int
+  split_sizes: dict[str, int]
+  features: tuple[str, ...]
+  data_dir: str
+
+  def check_split(self, split: str, field: str) -> None:
+    if split not in self.split_sizes:
+      raise ValueError(f'split {split!r} ({field}) does not exist in dataset {self.name!r}; '
+                       f'valid: {", ".join(sorted(self.split_sizes))}')
+
+
+def prepare(cfg, log=print):
+  """Build the dataset files if needed and return (builder, DatasetMeta)."""
+  builder = make_builder(cfg)
+  if not builder.is_prepared():
+    log(f'preparing dataset {cfg.name!r} in {builder.data_dir} (first use; done once)')
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    download_config = tfds.download.DownloadConfig(
+        manual_dir=os.path.expanduser(cfg.manual_dir) if cfg.manual_dir else None)
+    builder.download_and_prepare(download_config=download_config)
+  info = builder.info
+  meta = DatasetMeta(
+      name=cfg.name,
+      num_classes=int(info.features['label'].num_classes),
+      split_sizes={k: int(v.num_examples) for k, v in info.splits.items()},
+      features=tuple(info.features.keys()),
+      data_dir=str(builder.data_dir))
+  return builder, meta
+
+
+def data_source(builder, split: str):
+  return builder.as_data_source()[split]
+

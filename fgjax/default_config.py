@@ -1,0 +1,106 @@
+"""Every config field the spine reads, with defaults. Config files start from `get_base_config()`.
+
+A config file in configs/ is ``def get_config(): c = get_base_config(); c.method = ...; return c``.
+The returned ConfigDict is locked: a misspelt field in a config file or on the command line
+(``--config.optim.learnig_rate=...``) is an error naming the fields that do exist.
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.method = 'bcnn'  # a name registered in fgjax.methods
+  c.compute_dtype = 'float32'  # 'float32' | 'bfloat16' | 'float16'; params stay float32
+
+  # ---- data ------------------------------------------------------------------------------
+  c.dataset = ml_collections.ConfigDict()
+  c.dataset.name = 'synthetic_parts'  # a name registered in fgjax.data.datasets
+  c.dataset.config = config_dict.placeholder(str)  # tfds builder config name (None: builder default)
+  c.dataset.data_dir = config_dict.placeholder(str)  # None: $TFDS_DATA_DIR or ~/tensorflow_datasets
+  c.dataset.manual_dir = config_dict.placeholder(str)  # for datasets that cannot be downloaded
+  c.dataset.train_split = 'train'
+  c.dataset.eval_split = 'test'
+  # Geometry: resize (square or short edge) to resize_size, then crop image_size (random crop in
+  # training, centre crop in evaluation).
+  c.dataset.resize = 'square'  # 'square' | 'short_edge' | 'none'
+  c.dataset.resize_size = 64
+  c.dataset.image_size = 64
+  c.dataset.random_crop = True
+  c.dataset.hflip = True
+  c.dataset.max_shift = 0  # pixel shift augmentation in [-max_shift, max_shift] (seed 000 uses 5/3)
+  c.dataset.num_threads = 2  # grain read threads per process
+  c.dataset.prefetch = 4  # batches prefetched per process
+
+  # ---- model (method-specific fields live here; methods document what they read) -------------
+  c.model = ml_collections.ConfigDict()
+
+  # ---- optimisation --------------------------------------------------------------------------
+  c.optim = ml_collections.ConfigDict()
+  c.optim.optimizer = 'sgd'  # 'sgd' | 'adam' | 'adamw'
+  c.optim.learning_rate = 0.1
+  c.optim.momentum = 0.9
+  c.optim.nesterov = False
+  c.optim.weight_decay = 0.0  # L2 added to the gradient (caffe/torch SGD style); adamw: decoupled
+  c.optim.weight_decay_pattern = 'kernel$'  # regex on 'a/b/kernel' param paths that get decay
+  c.optim.schedule = 'cosine'  # 'constant' | 'cosine' | 'step'
+  c.optim.warmup_epochs = 0.0
+  c.optim.decay_epochs = ()  # for 'step': epochs (within the stage) at which lr *= decay_factor
+  c.optim.decay_factor = 0.1
+  # Per-parameter-group learning-rate multipliers: {regex on param path: multiplier}; the first
+  # matching pattern (in insertion order) wins, unmatched params use 1.0.
+  c.optim.lr_multipliers = ml_collections.ConfigDict()
+  c.optim.frozen = ''  # regex on param paths that are not updated ('' = none)
+  c.optim.grad_clip_norm = 0.0  # 0 = off
+
+  # Multi-stage training (e.g. the seeds' two-step fine-tuning: head only, then everything).
+  # Each stage is a ConfigDict with `name`, `num_epochs` and any `optim` field to override for
+  # that stage (learning_rate, frozen, schedule, ...). Empty: one stage of train.num_epochs with
+  # `optim` as it is. Each stage starts a fresh optimizer state, as a new solver would.
+  c.stages = ()
+
+  # ---- training loop -------------------------------------------------------------------------
+  c.train = ml_collections.ConfigDict()
+  c.train.global_batch_size = 32
+  c.train.num_epochs = 10.0
+  c.train.log_every_steps = 50
+  c.train.eval_every_steps = 0  # 0: evaluate only at the end
+  c.train.checkpoint_every_steps = 500
+  c.train.max_checkpoints_to_keep = 2
+  c.eval = ml_collections.ConfigDict()
+  c.eval.batch_size = 64  # global; the last batch is padded and masked, nothing is dropped
+
+  # ---- initialisation from another run or an imported backbone -------------------------------
+  c.init_from = ml_collections.ConfigDict()
+  c.init_from.path = ''  # a workdir (its latest checkpoint) or a checkpoint step directory
+  c.init_from.skip = ()  # regexes of param paths NOT to load (e.g. a new head: ('classifier',))
+  c.init_from.into = ''  # prefix for the loaded paths (e.g. 'backbone_a/' for a bare backbone)
+  return c
+
+
+def lock(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  config.lock()
+  return config
+
+
+def synthetic_cpu_recipe(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Data and optimiser settings shared by the CPU-sized configs on the embedded dataset."""
+  c.dataset.name = 'synthetic_parts'
+  c.dataset.config = 'default'
+  c.dataset.resize_size = 72
+  c.dataset.image_size = 64
+  c.dataset.max_shift = 4
+  c.optim.optimizer = 'sgd'
+  c.optim.learning_rate = 0.05
+  c.optim.momentum = 0.9
+  c.optim.nesterov = True
+  c.optim.weight_decay = 5e-4
+  c.optim.schedule = 'cosine'
+  c.optim.warmup_epochs = 1.0
+  c.train.global_batch_size = 32
+  c.train.num_epochs = 15.0
+  c.train.log_every_steps = 100
+  c.train.checkpoint_every_steps = 500
+  return c

@@ -1,0 +1,91 @@
+"""Everything a run needs that can be derived from the config, checked before any compilation.
+
+`setup(config)` resolves the method, dataset and model, prepares the dataset files, and checks
+names, shapes and batch sizes, so that a wrong config fails in seconds with a message that names
+the field and lists the valid choices, not after minutes of compilation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from fgjax import methods, optim, sharding
+from fgjax.data import datasets
+
+
+@dataclasses.dataclass
+class Experiment:
+  config: ml_collections.ConfigDict
+  method: methods.Method
+  meta: datasets.DatasetMeta
+  model: object
+  mesh: jax.sharding.Mesh
+  stages: list[optim.Stage]
+  steps_per_epoch: int
+  builder: object
+  batch_keys: tuple[str, ...]
+
+  @property
+  def total_steps(self) -> int:
+    return self.stages[-1].end_step
+
+  def source(self, split: str):
+    return datasets.data_source(self.builder, split)
+
+  def dummy_images(self, batch: int = 1):
+    s = self.config.dataset.image_size
+    return jnp.zeros((batch, s, s, 3), jnp.uint8)
+
+  def abstract_variables(self):
+    rngs = {'params': jax.random.key(0), 'dropout': jax.random.key(1)}
+    return jax.eval_shape(lambda: self.model.init(rngs, self.dummy_images(), train=False))
+
+
+def _check_batch(size: int, field: str, mesh) -> None:
+  if size <= 0 or size % mesh.devices.size:
+    raise ValueError(f'{field}={size} must be a positive multiple of the number of devices '
+                     f'({mesh.devices.size})')
+  if size % jax.process_count():
+    raise ValueError(f'{field}={size} must be divisible by the {jax.process_count()} processes')
+
+
+def setup(config: ml_collections.ConfigDict, mesh=None, log=print) -> Experiment:
+  """Validate `config`, prepare the dataset, build the model (abstractly). No compilation."""
+  method = methods.get(config.method)
+  methods.compute_dtype(config)
+  datasets.builder_class(config.dataset.name)
+  mesh = sharding.make_mesh() if mesh is None else mesh
+  _check_batch(config.train.global_batch_size, 'config.train.global_batch_size', mesh)
+  _check_batch(config.eval.batch_size, 'config.eval.batch_size', mesh)
+  d = config.dataset
+  if d.resize != 'none' and d.resize_size < d.image_size:
+    raise ValueError(f'config.dataset.resize_size={d.resize_size} is smaller than '
+                     f'config.dataset.image_size={d.image_size}')
+  method.check_config(config)
+
+  builder, meta = datasets.prepare(config.dataset, log=log)
+  meta.check_split(config.dataset.train_split, 'config.dataset.train_split')
+  meta.check_split(config.dataset.eval_split, 'config.dataset.eval_split')
+  missing = [k for k in method.batch_keys if k not in meta.features]
+  if missing:
+    raise ValueError(f'method {method.name!r} needs dataset fields {missing}, which dataset '
+                     f'{meta.name!r} does not have (it has: {", ".join(meta.features)})')
+
+  model = method.build_model(config, meta)
+  spe = optim.steps_per_epoch(meta.split_sizes[config.dataset.train_split],
+                              config.train.global_batch_size)
+  stages = optim.make_stages(config, spe)
+  exp = Experiment(config, method, meta, model, mesh, stages, spe, builder, method.batch_keys)
+  try:
+    variables = exp.abstract_variables()
+  except Exception as e:  # shape errors surface here, without compiling anything
+    raise ValueError(f'method {method.name!r} cannot be built for {d.image_size}x{d.image_size} '
+                     f'inputs with this config.model: {type(e).__name__}: {e}') from e
+  for stage in stages:  # schedule / optimizer names and stage overrides, on abstract params
+    jax.eval_shape(optim.make_optimizer(stage, variables['params'], spe).init,
+                   variables['params'])
+  return exp

@@ -1,0 +1,155 @@
+"""Method registry: a method is (model builder, loss fn, predict fn) plus its config checks.
+
+The trainer only ever calls `get(config.method)` and the fields of the returned `Method`; adding a
+method means registering one here, never branching on a method name in the trainer.
+
+- `build_model(config, meta) -> nn.Module`: `apply(variables, images, train=...)` returns a dict
+  with at least `logits`.
+- `loss_fn(outputs, batch, config) -> (loss, metrics)` (float32 scalars).
+- `predict_fn(outputs) -> dict` of per-example arrays gathered in evaluation (at least `logits`).
+- `check_config(config)`: raise ValueError for impossible settings *before* compilation.
+- `default_model_config()`: the `config.model` fields the method reads, with defaults.
+- `batch_keys`: dataset fields the method needs in a batch (besides nothing else).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import jax.numpy as jnp
+import ml_collections
+
+from fgjax import losses
+from fgjax.models import backbones as backbones_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  name: str
+  build_model: Callable
+  loss_fn: Callable
+  predict_fn: Callable
+  default_model_config: Callable[[], ml_collections.ConfigDict]
+  check_config: Callable = lambda config: None
+  batch_keys: tuple[str, ...] = ('image', 'label')
+  description: str = ''
+
+
+_REGISTRY: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+  if method.name in _REGISTRY:
+    raise ValueError(f'method {method.name!r} is already registered')
+  _REGISTRY[method.name] = method
+  return method
+
+
+def list_methods() -> list[str]:
+  return sorted(_REGISTRY)
+
+
+def get(name: str) -> Method:
+  if name not in _REGISTRY:
+    raise ValueError(f'unknown method {name!r} (config.method); valid: {", ".join(list_methods())}')
+  return _REGISTRY[name]
+
+
+def compute_dtype(config):
+  valid = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
+  if config.compute_dtype not in valid:
+    raise ValueError(f'config.compute_dtype must be one of {", ".join(valid)}, got '
+                     f'{config.compute_dtype!r}')
+  return valid[config.compute_dtype]
+
+
+def logits_only(outputs: dict) -> dict:
+  return {'logits': outputs['logits']}
+
+
+# ----------------------------------------------------------------------------------------------
+# Shared backbone config checks
+# ----------------------------------------------------------------------------------------------
+
+def check_backbone_layer(config, backbone_field: str, layer_field: str, min_grid: int,
+                         layer: str | None = None) -> None:
+  """Backbone and layer names exist and the layer's grid at the input size is >= min_grid.
+
+  `layer` overrides config.model[layer_field] (for defaults such as "same layer as stream A").
+  """
+  name = config.model[backbone_field]
+  layer = layer or config.model[layer_field]
+  if name not in backbones_lib.BACKBONES:
+    raise ValueError(f'unknown backbone {name!r} (config.model.{backbone_field}); valid: '
+                     f'{", ".join(backbones_lib.list_backbones())}')
+  kwargs = config.model.get(f'{backbone_field}_kwargs', {})
+  strides = dict(backbones_lib.get_backbone(name, **kwargs).feature_strides)
+  if layer not in strides:
+    raise ValueError(f'backbone {name!r} has no feature map {layer!r} (config.model.{layer_field});'
+                     f' valid: {", ".join(strides)}')
+  size = config.dataset.image_size
+  grid = size // strides[layer]
+  if grid < min_grid:
+    raise ValueError(
+        f'input {size}x{size} gives a {grid}x{grid} grid at {name}/{layer} (stride '
+        f'{strides[layer]}), but method {config.method!r} needs at least {min_grid}x{min_grid}; '
+        f'raise config.dataset.image_size to >= {min_grid * strides[layer]} or use an earlier layer')
+
+
+# ----------------------------------------------------------------------------------------------
+# bcnn / bcnn_spp: bilinear CNN baselines (Lin et al. 2015; seed 000 section 4 baselines)
+# ----------------------------------------------------------------------------------------------
+
+def _bcnn_model_config() -> ml_collections.ConfigDict:
+  m = ml_collections.ConfigDict()
+  m.backbone_a = 'small_cnn'  # stream A ("D" in [D,M])
+  m.layer_a = 'conv4'
+  m.backbone_a_kwargs = ml_collections.ConfigDict()
+  m.backbone_b = ''  # '' = one shared stream, symmetric [D,D]
+  m.layer_b = ''  # '' = same layer name as stream A
+  m.backbone_b_kwargs = ml_collections.ConfigDict()
+  m.proj_dim_a = 0  # 0 = no 1x1 projection before pooling
+  m.proj_dim_b = 0
+  m.sqrt_variant = 'sign'  # 'sign' | 'cvl_umass' | 'haomood' (see fgjax.ops.bilinear.signed_sqrt)
+  m.sqrt_eps = 1e-5
+  m.l2_eps = 1e-12
+  m.dropout_rate = 0.0
+  m.label_smoothing = 0.0
+  return m
+
+
+def _make_bcnn(spp: bool):
+  def build(config, meta):
+    from fgjax.models.bilinear import BCNN  # pylint: disable=g-import-not-at-top
+    m, dtype = config.model, compute_dtype(config)
+    backbone_a = backbones_lib.get_backbone(m.backbone_a, dtype=dtype, **m.backbone_a_kwargs)
+    backbone_b = (backbones_lib.get_backbone(m.backbone_b, dtype=dtype, **m.backbone_b_kwargs)
+                  if m.backbone_b else None)
+    return BCNN(
+        num_classes=meta.num_classes, backbone_a=backbone_a, backbone_b=backbone_b,
+        layer_a=m.layer_a, layer_b=m.layer_b or None,
+        proj_dim_a=m.proj_dim_a or None, proj_dim_b=m.proj_dim_b or None, spp=spp,
+        sqrt_variant=m.sqrt_variant, sqrt_eps=m.sqrt_eps, l2_eps=m.l2_eps,
+        dropout_rate=m.dropout_rate, dtype=dtype)
+
+  def check(config):
+    min_grid = 2 if spp else 1
+    check_backbone_layer(config, 'backbone_a', 'layer_a', min_grid)
+    if config.model.backbone_b:
+      check_backbone_layer(config, 'backbone_b', 'layer_b', min_grid,
+                           layer=config.model.layer_b or config.model.layer_a)
+    from fgjax.ops.bilinear import SQRT_VARIANTS  # pylint: disable=g-import-not-at-top
+    if config.model.sqrt_variant not in SQRT_VARIANTS:
+      raise ValueError(f'config.model.sqrt_variant must be one of {", ".join(SQRT_VARIANTS)}, '
+                       f'got {config.model.sqrt_variant!r}')
+  return build, check
+
+
+for _name, _spp, _desc in (
+    ('bcnn', False, 'bilinear CNN: outer product at every location, sum-pool, signed sqrt, l2'),
+    ('bcnn_spp', True, 'bilinear CNN with a 2-level spatial pyramid (1x1 + 2x2)')):
+  _build, _check = _make_bcnn(_spp)
+  register(Method(name=_name, build_model=_build, loss_fn=losses.classification,
+                  predict_fn=logits_only, default_model_config=_bcnn_model_config,
+                  check_config=_check, description=_desc))

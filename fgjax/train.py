@@ -1,0 +1,27 @@
+"""Train a method: python -m fgjax.train --config=configs/X.py --workdir=DIR [--config.FIELD=VALUE].
+
+Rerunning the same command with the same workdir resumes from the latest checkpoint. Writes
+WORKDIR/{config.json, metrics.jsonl, metrics.json, tensorboard/, checkpoints/}.
+"""
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from fgjax import trainer
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (get_config()).',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and metrics.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if not flags.FLAGS['verbosity'].present:  # keep library INFO logs (orbax, jax) out of the way
+    logging.set_verbosity(logging.WARNING)
+  trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == '__main__':
+  app.run(main)

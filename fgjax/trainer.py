@@ -1,0 +1,272 @@
+"""One trainer for every method: TrainState, jitted train/eval steps, the loop, evaluation.
+
+The trainer knows a method only through `fgjax.methods.Method` (model builder, loss, predict).
+Steps are `jax.jit`s with NamedShardings over the mesh (state replicated, batch sharded on
+``data``) and donate the state. Each step function is compiled ahead of time once per stage
+(`.lower().compile()`), so compile time is reported separately from throughput.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from fgjax import checkpoint as ckpt_lib
+from fgjax import experiment as experiment_lib
+from fgjax import metrics as metrics_lib
+from fgjax import optim, sharding, writers
+from fgjax.data import pipeline
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  rng: jax.Array  # raw key data (uint32), so checkpoints hold plain arrays
+
+
+def _variables(params, batch_stats) -> dict:
+  return {'params': params, 'batch_stats': batch_stats} if batch_stats else {'params': params}
+
+
+def _init_fn(exp: experiment_lib.Experiment, tx: optax.GradientTransformation):
+  """A zero-argument function creating the initial TrainState from config.seed."""
+  def init():
+    key = jax.random.key(exp.config.seed)
+    k_params, k_dropout, k_train = jax.random.split(key, 3)
+    variables = exp.model.init({'params': k_params, 'dropout': k_dropout}, exp.dummy_images(),
+                               train=False)
+    params = variables['params']
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params),
+                      rng=jax.random.key_data(k_train))
+  return init
+
+
+def init_state(exp: experiment_lib.Experiment, tx: optax.GradientTransformation) -> TrainState:
+  """Initial state, created directly with replicated sharding on the mesh."""
+  return jax.jit(_init_fn(exp, tx), out_shardings=sharding.replicated(exp.mesh))()
+
+
+def abstract_state(exp: experiment_lib.Experiment, tx) -> TrainState:
+  """Shapes, dtypes and (replicated) shardings of the state, without computing anything."""
+  rep = sharding.replicated(exp.mesh)
+  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep),
+                      jax.eval_shape(_init_fn(exp, tx)))
+
+
+def make_train_step(exp: experiment_lib.Experiment, tx: optax.GradientTransformation):
+  """The jitted `(state, batch) -> (state, metrics)` for one stage's optimizer."""
+  method, config, model = exp.method, exp.config, exp.model
+
+  def train_step(state: TrainState, batch: dict):
+    key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+
+    def loss_fn(params):
+      outputs, updates = model.apply(
+          _variables(params, state.batch_stats), batch['image'], train=True,
+          rngs={'dropout': key}, mutable=['batch_stats'])
+      loss, extra = method.loss_fn(outputs, batch, config)
+      return loss, (extra, updates)
+
+    (loss, (extra, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    step_updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    new_state = state.replace(
+        step=state.step + 1, params=optax.apply_updates(state.params, step_updates),
+        batch_stats=updates.get('batch_stats', state.batch_stats), opt_state=opt_state)
+    return new_state, {'loss': loss, **extra, 'grad_norm': optax.global_norm(grads)}
+
+  rep, data = sharding.replicated(exp.mesh), sharding.batch_sharded(exp.mesh)
+  return jax.jit(train_step, in_shardings=(rep, data), out_shardings=(rep, rep),
+                 donate_argnums=0)
+
+
+def make_eval_step(exp: experiment_lib.Experiment):
+  """The jitted `(state, batch) -> per-example predictions` (method predict + label/mask/index)."""
+  def eval_step(state: TrainState, batch: dict):
+    outputs = exp.model.apply(_variables(state.params, state.batch_stats), batch['image'],
+                              train=False)
+    preds = {k: v.astype(jnp.float32) for k, v in exp.method.predict_fn(outputs).items()}
+    return {**preds, **{k: batch[k] for k in ('label', 'mask', 'index')}}
+
+  rep, data = sharding.replicated(exp.mesh), sharding.batch_sharded(exp.mesh)
+  return jax.jit(eval_step, in_shardings=(rep, data), out_shardings=data)
+
+
+def evaluate(exp: experiment_lib.Experiment, state: TrainState, split: str | None = None,
+             eval_step=None) -> dict:
+  """Metrics on a whole split (every example exactly once)."""
+  split = split or exp.config.dataset.eval_split
+  exp.meta.check_split(split, 'evaluation split')
+  eval_step = eval_step or make_eval_step(exp)
+  keys = tuple(dict.fromkeys(exp.batch_keys + ('label',)))
+  collected = collections.defaultdict(list)
+  for batch in pipeline.eval_batches(exp.source(split), exp.config.dataset, keys=keys,
+                                     global_batch=exp.config.eval.batch_size, mesh=exp.mesh):
+    out = {k: sharding.to_host(v) for k, v in eval_step(state, batch).items()}
+    keep = out.pop('mask')
+    for k, v in out.items():
+      collected[k].append(v[keep])
+  out = {k: np.concatenate(v) for k, v in collected.items()}
+  assert len(out['index']) == exp.meta.split_sizes[split], 'evaluation lost examples'
+  result = metrics_lib.classification_metrics(out['logits'], out['label'])
+  return {'split': split, **result}
+
+
+class _Run:
+  """Mutable bookkeeping of one training run (kept out of the pure step functions)."""
+
+  def __init__(self, exp, workdir, log):
+    self.exp, self.workdir, self.log = exp, workdir, log
+    self.is_main = jax.process_index() == 0
+    self.ckpts = ckpt_lib.Checkpoints(workdir, exp.config.train.max_checkpoints_to_keep)
+    self.writer = writers.MetricWriter(workdir, active=self.is_main)
+
+  def save(self, state, stage, position):
+    step = int(state.step)
+    self.ckpts.save(step, state, {'step': step, 'data_position': position,
+                                  'stage': stage.index, 'stage_name': stage.name})
+
+
+def _write_config(config, workdir, log) -> None:
+  path = os.path.join(workdir, 'config.json')
+  new = json.loads(config.to_json_best_effort())
+  if os.path.exists(path):
+    with open(path) as f:
+      old = json.load(f)
+    if old != new:
+      diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+      log(f'WARNING: {path} differs from this run\'s config in {diff}; resuming anyway and '
+          'overwriting config.json')
+  with open(path, 'w') as f:
+    json.dump(new, f, indent=2, sort_keys=True)
+
+
+def _restore_or_init(run: _Run):
+  exp, log = run.exp, run.log
+  latest = run.ckpts.latest_step()
+  if latest is None:
+    stage = exp.stages[0]
+    state = init_state(exp, optim.make_optimizer(stage, exp.abstract_variables()['params'],
+                                                 exp.steps_per_epoch))
+    cfg = exp.config.init_from
+    if cfg.path:
+      merged, report = ckpt_lib.merge_variables(
+          {'params': state.params, 'batch_stats': state.batch_stats},
+          ckpt_lib.read_variables(cfg.path), tuple(cfg.skip), cfg.into)
+      rep = sharding.replicated(exp.mesh)
+      state = state.replace(params=jax.device_put(merged['params'], rep),
+                            batch_stats=jax.device_put(merged['batch_stats'], rep))
+      log(f'init_from {cfg.path}: loaded {len(report["loaded"])} arrays, kept init for '
+          f'{len(report["skipped"])} ({", ".join(report["skipped"]) or "-"}), unused in source: '
+          f'{len(report["unused"])}')
+    return state, 0, 0
+  state, meta = restore(exp, run.ckpts, latest)
+  log(f'resumed from {run.ckpts.directory}/{latest}: step {latest}, stage '
+      f'{meta["stage_name"]!r}, data position {meta["data_position"]}')
+  return state, meta['stage'], meta['data_position']
+
+
+def restore(exp: experiment_lib.Experiment, ckpts: ckpt_lib.Checkpoints, step: int):
+  """(state, meta) of checkpoint `step`, with the optimizer structure of the stage it was in."""
+  meta = ckpts.restore_meta(step)
+  if meta['stage'] >= len(exp.stages):
+    raise ValueError(f'checkpoint {step} was written in stage {meta["stage"]} '
+                     f'({meta["stage_name"]!r}) but this config has {len(exp.stages)} stage(s)')
+  stage = exp.stages[meta['stage']]
+  tx = optim.make_optimizer(stage, exp.abstract_variables()['params'], exp.steps_per_epoch)
+  return ckpts.restore_state(step, abstract_state(exp, tx)), meta
+
+
+def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = None,
+                       mesh=None, log=None) -> dict | None:
+  """Train (resuming from WORKDIR if it has checkpoints), evaluate, write metrics.json.
+
+  `stop_after_steps` ends the run early at that global step with a checkpoint, as if interrupted
+  (for tests and debugging); the next call with the same workdir resumes there. Returns the final
+  evaluation metrics, or None when stopped early.
+  """
+  is_main = jax.process_index() == 0
+  log = log or ((lambda msg: print(msg, flush=True)) if is_main else (lambda msg: None))
+  exp = experiment_lib.setup(config, mesh=mesh, log=log)
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  if is_main:
+    _write_config(config, workdir, log)
+  run = _Run(exp, workdir, log)
+  log(f'method {exp.method.name}, dataset {exp.meta.name} ({exp.meta.split_sizes}), '
+      f'{exp.mesh.devices.size} device(s) on {jax.process_count()} process(es), '
+      f'{exp.total_steps} steps ({exp.steps_per_epoch} per epoch)')
+  log(f'workdir {workdir}: checkpoints in {run.ckpts.directory}, TensorBoard in '
+      f'{run.writer.tensorboard_dir}, metrics in {run.writer.jsonl_path}')
+
+  state, state_stage, position = _restore_or_init(run)
+  cfg = exp.config.train
+  batches = pipeline.train_batches(
+      exp.source(exp.config.dataset.train_split), exp.config.dataset, keys=exp.batch_keys,
+      global_batch=cfg.global_batch_size, mesh=exp.mesh, seed=exp.config.seed,
+      start_position=position)
+  progress = writers.Progress(exp.total_steps, cfg.global_batch_size, exp.steps_per_epoch,
+                              int(state.step))
+  eval_step = make_eval_step(exp)
+  step = int(state.step)
+  for stage in exp.stages:
+    if step >= stage.end_step:
+      continue
+    tx = optim.make_optimizer(stage, state.params, exp.steps_per_epoch)
+    if stage.index != state_stage:
+      state = state.replace(opt_state=jax.jit(tx.init, out_shardings=sharding.replicated(
+          exp.mesh))(state.params))
+      state_stage = stage.index
+    lr_fn = optim.schedule(stage.optim, stage.num_steps, exp.steps_per_epoch)
+    batch = next(batches)
+    t0 = time.perf_counter()
+    train_step = make_train_step(exp, tx).lower(state, batch).compile()
+    log(f'stage {stage.name!r} (steps {stage.start_step}-{stage.end_step}): compiled train step '
+        f'in {time.perf_counter() - t0:.1f}s')
+    progress.reset_clock(step)
+    while True:
+      state, step_metrics = train_step(state, batch)
+      step, position = step + 1, position + 1
+      if step % cfg.log_every_steps == 0 or step == stage.end_step:
+        scalars = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
+        scalars['lr'] = float(lr_fn(step - stage.start_step - 1))
+        line, rate = progress.line(step, scalars)
+        log(line)
+        run.writer.write(step, {**scalars, 'img_per_s': rate}, 'train')
+      if cfg.eval_every_steps and step % cfg.eval_every_steps == 0 and step < exp.total_steps:
+        result = evaluate(exp, state, eval_step=eval_step)
+        log(f'eval at step {step}: ' + json.dumps(result))
+        run.writer.write(step, {k: v for k, v in result.items() if k != 'split'}, 'eval')
+        progress.reset_clock(step)
+      if step % cfg.checkpoint_every_steps == 0 or step == stop_after_steps:
+        run.save(state, stage, position)
+      if step == stop_after_steps:
+        run.ckpts.wait()
+        log(f'stopped after step {step} (stop_after_steps); rerun to resume')
+        return None
+      if step >= stage.end_step:
+        break
+      batch = next(batches)
+  run.save(state, exp.stages[-1], position)
+  run.ckpts.wait()
+  result = {**evaluate(exp, state, eval_step=eval_step), 'step': step}
+  run.writer.write(step, {k: v for k, v in result.items() if k not in ('split', 'step')}, 'eval')
+  run.writer.close()
+  if is_main:
+    with open(os.path.join(workdir, 'metrics.json'), 'w') as f:
+      json.dump(result, f, indent=2)
+  log('final evaluation: ' + json.dumps(result))
+  log(f'wrote {os.path.join(workdir, "metrics.json")}')
+  return result

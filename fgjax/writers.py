@@ -1,0 +1,66 @@
+"""What a run leaves behind and prints: TensorBoard events, metrics.jsonl, progress lines.
+
+Only process 0 writes (`active=False` elsewhere). TensorBoard files come from tensorboardX, which
+needs no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+
+class MetricWriter:
+  """Scalars to WORKDIR/tensorboard (event files) and WORKDIR/metrics.jsonl (one JSON per write)."""
+
+  def __init__(self, workdir: str, active: bool = True):
+    self.active = active
+    self.tensorboard_dir = os.path.join(workdir, 'tensorboard')
+    self.jsonl_path = os.path.join(workdir, 'metrics.jsonl')
+    self._tb = None
+    if active:
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self._tb = SummaryWriter(self.tensorboard_dir)
+
+  def write(self, step: int, scalars: dict, prefix: str) -> None:
+    if not self.active:
+      return
+    for k, v in scalars.items():
+      self._tb.add_scalar(f'{prefix}/{k}', float(v), step)
+    self._tb.flush()
+    with open(self.jsonl_path, 'a') as f:
+      f.write(json.dumps({'step': int(step), 'split': prefix,
+                          **{k: float(v) for k, v in scalars.items()}}) + '\n')
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
+
+
+def _duration(seconds: float) -> str:
+  seconds = int(max(0, seconds))
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f'{h}h{m:02d}m{s:02d}s' if h else f'{m}m{s:02d}s'
+
+
+class Progress:
+  """Formats 'step 120/600 (epoch 2.40) loss 1.234 accuracy 0.562 | 812.3 img/s | ETA 1m20s'."""
+
+  def __init__(self, total_steps: int, global_batch: int, steps_per_epoch: int, first_step: int):
+    self.total, self.batch, self.spe = total_steps, global_batch, steps_per_epoch
+    self._t, self._step = time.perf_counter(), first_step
+
+  def reset_clock(self, step: int) -> None:
+    """Restart the rate measurement (e.g. after compilation or an evaluation)."""
+    self._t, self._step = time.perf_counter(), step
+
+  def line(self, step: int, scalars: dict) -> tuple[str, float]:
+    now = time.perf_counter()
+    rate = (step - self._step) * self.batch / max(now - self._t, 1e-9)
+    self._t, self._step = now, step
+    eta = (self.total - step) * self.batch / rate if rate > 0 else float('nan')
+    values = ' '.join(f'{k} {v:.4g}' for k, v in scalars.items())
+    return (f'step {step}/{self.total} (epoch {step / self.spe:.2f}) {values} | '
+            f'{rate:.1f} img/s | ETA {_duration(eta)}'), rate

@@ -1,0 +1,1 @@
+"""Flax Linen models: backbones (`fgjax.models.backbones`) and method heads (e.g. `bilinear.BCNN`)."""

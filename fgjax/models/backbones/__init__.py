@@ -1,0 +1,42 @@
+"""Backbone registry: name -> Flax Linen module class.
+
+Every backbone follows CONTRACTS.md: `__call__(images, train=False) -> dict[str, NHWC map]`,
+uint8 (or float [0, 255]) NHWC input normalised inside the backbone, a `dtype` (compute) field with
+float32 params, and `feature_strides: dict[str, int]` readable on an instance without tracing.
+The VGG-D/M and ResNet-50 backbones register here under their own names when they land.
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+
+from fgjax.models.backbones.small import SmallCNN
+
+BACKBONES: dict[str, type[nn.Module]] = {
+    'small_cnn': SmallCNN,
+}
+
+
+def register_backbone(name: str, cls: type[nn.Module]) -> type[nn.Module]:
+  """Adds `cls` under `name` (ValueError if the name is taken by another class); returns `cls`."""
+  if name in BACKBONES and BACKBONES[name] is not cls:
+    raise ValueError(f'backbone {name!r} is already registered as {BACKBONES[name].__name__}')
+  BACKBONES[name] = cls
+  return cls
+
+
+def list_backbones() -> list[str]:
+  """Registered backbone names, sorted."""
+  return sorted(BACKBONES)
+
+
+def get_backbone(name: str, **kwargs) -> nn.Module:
+  """An unbound instance of backbone `name`, built with `kwargs` (e.g. `dtype`, `widths`).
+
+  Raises ValueError naming `name` and listing the valid names if it is not registered.
+  """
+  try:
+    cls = BACKBONES[name]
+  except KeyError:
+    raise ValueError(
+        f'unknown backbone {name!r}; valid backbones: {", ".join(list_backbones())}') from None
+  return cls(**kwargs)

@@ -1,0 +1,128 @@
+"""Bilinear CNN (B-CNN) and its spatial-pyramid variant, as Flax Linen modules.
+
+Sources:
+- Lin, RoyChowdhury & Maji, ICCV 2015, "Bilinear CNN Models for Fine-grained Visual Recognition".
+- Wu & Wang 2017, "Where to Focus" (seed 000, /work/shared/seeds/000_*.txt), baselines (4) B-CNN
+  [D,M] and (5) B-CNN+SPP: two streams (D-Net conv5_4+relu, 28x28; M-Net conv5+relu, 27x27), the
+  D-Net map cropped by "dropping a row and a column", outer product at every location, sum-pool,
+  normalisation, linear classifier; SPP: "a 2-level pyramid: 2x2 and 1x1 subdivisions".
+- The head's numerics follow cvl-umass/bilinear-cnn and HaoMood/bilinear-cnn (pool / (H*W),
+  signed sqrt with eps 1e-5 in both, `F.normalize` eps 1e-12); parity in tests/ops.
+
+The math lives in `fgjax.ops.bilinear`; this module wires backbones, optional projections and the
+classifier, with parameter names configs can target: `backbone_a`, `backbone_b`, `proj_a`,
+`proj_b`, `classifier`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from fgjax.ops import bilinear as bops
+
+SPP_LEVELS = (1, 2)
+
+
+class BCNN(nn.Module):
+  """B-CNN: backbone map(s) -> [projection] -> bilinear pool -> signed sqrt -> l2 -> linear.
+
+  Streams: with `backbone_b=None` one shared backbone feeds both sides; if moreover `layer_b` is
+  None or equal to `layer_a` and `proj_dim_b` is None, the head is the symmetric [D,D] B-CNN (the
+  same map used twice, `proj_a` applied once). Otherwise the two maps (from two backbones, or two
+  layers / projections of one) are cropped to their common grid (e.g. 28x28 vs 27x27 -> 27x27,
+  dropping trailing rows/columns) and pooled asymmetrically, giving Ca*Cb features with stream a
+  on the rows (`z[n, Cb*i + j]`).
+
+  Attributes:
+    num_classes: classifier outputs.
+    backbone_a: backbone module (see `fgjax.models.backbones`), bound under the name `backbone_a`.
+    layer_a: key of backbone_a's feature dict used by stream a.
+    backbone_b: second backbone (`backbone_b`), or None for one shared stream.
+    layer_b: key for stream b (default: `layer_a`), read from backbone_b, or backbone_a if shared.
+    proj_dim_a, proj_dim_b: optional 1x1 conv + ReLU (`proj_a`, `proj_b`) before pooling. Motive:
+      memory. The bilinear vector has Ca*Cb entries (512*512 = 262k for VGG), so the classifier
+      holds Ca*Cb*num_classes weights (52M, 210 MB float32 for 200 classes, plus as much again per
+      optimizer slot); projecting to e.g. 128 channels divides that by 16.
+    spp: pyramid pooling with levels (1, 2) (1x1 + 2x2, concatenated level 1 first), 5*Ca*Cb
+      features. The concatenation is normalised as one vector (elementwise signed sqrt, one l2 over
+      all five cells); the seed paper does not say otherwise and has no public code for it.
+    sqrt_variant: 'sign' (sign(x)*sqrt(|x|+eps)), 'cvl_umass' or 'haomood'; see `ops.signed_sqrt`.
+    sqrt_eps: eps inside the square root; both public PyTorch codes use 1e-5.
+    l2_eps: floor of the l2 norm (torch `F.normalize` default, 1e-12).
+    dropout_rate: dropout on the normalised feature before the classifier (needs a 'dropout' rng
+      when training with rate > 0).
+    dtype: compute dtype of the projections (backbones carry their own `dtype`). Pooling (float32
+      accumulation), sqrt, l2 and the classifier always run in float32.
+    precision: einsum precision of the pooling; 'highest' on GPU/TPU for float32 parity.
+
+  Returns from `__call__(images, train=False)`: `{'logits': (N, num_classes) float32,
+  'features': (N, D) float32 normalised bilinear vector (before dropout)}`.
+  """
+  num_classes: int
+  backbone_a: nn.Module
+  layer_a: str
+  backbone_b: nn.Module | None = None
+  layer_b: str | None = None
+  proj_dim_a: int | None = None
+  proj_dim_b: int | None = None
+  spp: bool = False
+  sqrt_variant: str = 'sign'
+  sqrt_eps: float = 1e-5
+  l2_eps: float = 1e-12
+  dropout_rate: float = 0.0
+  dtype: Any = jnp.float32
+  precision: Any = None
+
+  def __post_init__(self):
+    if self.sqrt_variant not in bops.SQRT_VARIANTS:
+      raise ValueError(f'unknown sqrt_variant {self.sqrt_variant!r}; valid variants: '
+                       f'{", ".join(bops.SQRT_VARIANTS)}')
+    super().__post_init__()
+
+  @property
+  def symmetric(self) -> bool:
+    """True for the one-stream [D,D] head (the same map on both sides)."""
+    return (self.backbone_b is None and self.layer_b in (None, self.layer_a)
+            and self.proj_dim_b is None)
+
+  @property
+  def feature_dim_factor(self) -> int:
+    """Number of Ca x Cb blocks in `features`: 5 with SPP, else 1."""
+    return sum(l * l for l in SPP_LEVELS) if self.spp else 1
+
+  def _project(self, x: jax.Array, dim: int | None, name: str) -> jax.Array:
+    if dim is None:
+      return x
+    x = nn.Conv(dim, (1, 1), dtype=self.dtype, name=name)(x)
+    return nn.relu(x)
+
+  @staticmethod
+  def _layer(feats: dict, layer: str, which: str) -> jax.Array:
+    if layer not in feats:
+      raise ValueError(f'{which}: layer {layer!r} not in the backbone outputs {sorted(feats)}')
+    return feats[layer]
+
+  @nn.compact
+  def __call__(self, images: jax.Array, train: bool = False) -> dict[str, jax.Array]:
+    layer_b = self.layer_a if self.layer_b is None else self.layer_b
+    feats_a = self.backbone_a(images, train=train)
+    a = self._layer(feats_a, self.layer_a, 'backbone_a')
+    if self.symmetric:
+      b = None
+    else:
+      feats_b = feats_a if self.backbone_b is None else self.backbone_b(images, train=train)
+      b = self._layer(feats_b, layer_b, 'backbone_b' if self.backbone_b is not None else 'backbone_a')
+      if a.shape[1:3] != b.shape[1:3]:
+        a, b = bops.crop_to_common(a, b)
+      b = self._project(b, self.proj_dim_b, 'proj_b')
+    a = self._project(a, self.proj_dim_a, 'proj_a')
+
+    features = bops.bilinear_features(
+        a, b, spp_levels=SPP_LEVELS if self.spp else None, sqrt_variant=self.sqrt_variant,
+        sqrt_eps=self.sqrt_eps, l2_eps=self.l2_eps, precision=self.precision)
+    x = nn.Dropout(self.dropout_rate, deterministic=not train)(features)
+    logits = nn.Dense(self.num_classes, dtype=jnp.float32, name='classifier')(x)
+    return {'logits': logits.astype(jnp.float32), 'features': features}

@@ -99,6 +99,10 @@ def synthetic_cpu_recipe(c: ml_collections.ConfigDict) -> ml_collections.ConfigD
   c.optim.weight_decay = 5e-4
   c.optim.schedule = 'cosine'
   c.optim.warmup_epochs = 1.0
+  # The l2-normalised bilinear feature has unit norm, so the linear classifier needs a much larger
+  # step than the layers below it (B-CNN trains its last layer alone at a high rate first).
+  # Without this, the demo reaches 54% test top-1 in 15 epochs instead of 99%.
+  c.optim.lr_multipliers = ml_collections.ConfigDict({'^classifier': 20.0})
   c.train.global_batch_size = 32
   c.train.num_epochs = 15.0
   c.train.log_every_steps = 100

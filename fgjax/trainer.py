@@ -85,7 +85,7 @@ def make_train_step(exp: experiment_lib.Experiment, tx: optax.GradientTransforma
     new_state = state.replace(
         step=state.step + 1, params=optax.apply_updates(state.params, step_updates),
         batch_stats=updates.get('batch_stats', state.batch_stats), opt_state=opt_state)
-    return new_state, {'loss': loss, **extra, 'grad_norm': optax.global_norm(grads)}
+    return new_state, {'loss': loss, **extra, 'grad_norm': optax.tree.norm(grads)}
 
   rep, data = sharding.replicated(exp.mesh), sharding.batch_sharded(exp.mesh)
   return jax.jit(train_step, in_shardings=(rep, data), out_shardings=(rep, rep),

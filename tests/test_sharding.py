@@ -1,0 +1,45 @@
+"""The same train steps on 1 device and on 8 (fake CPU) devices give the same losses and params."""
+
+import jax
+import numpy as np
+
+from fgjax import experiment, optim, sharding, trainer
+from fgjax.data import pipeline
+
+
+def _run_steps(config, devices, num_steps=3):
+  mesh = sharding.make_mesh(devices)
+  exp = experiment.setup(config, mesh=mesh, log=lambda m: None)
+  tx = optim.make_optimizer(exp.stages[0], exp.abstract_variables()['params'],
+                            exp.steps_per_epoch)
+  state = trainer.init_state(exp, tx)
+  step = trainer.make_train_step(exp, tx)
+  batches = pipeline.train_batches(exp.source('train'), config.dataset, keys=exp.batch_keys,
+                                   global_batch=config.train.global_batch_size, mesh=mesh,
+                                   seed=config.seed)
+  losses = []
+  for _ in range(num_steps):
+    batch = next(batches)
+    assert batch['image'].sharding.num_devices == len(devices)
+    state, metrics = step(state, batch)
+    losses.append(float(metrics['loss']))
+  return losses, jax.device_get(state.params), jax.device_get(state.batch_stats)
+
+
+def test_one_vs_eight_devices_same_losses_and_params(make_config):
+  config = make_config('bcnn')
+  assert len(jax.devices()) == 8
+  losses1, params1, stats1 = _run_steps(config, jax.devices()[:1])
+  losses8, params8, stats8 = _run_steps(config, jax.devices())
+  # float32 tolerance: only the order of the cross-device reductions differs.
+  np.testing.assert_allclose(losses1, losses8, rtol=1e-5, atol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+               params1, params8)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+               stats1, stats8)
+  # The run must actually have changed the parameters (else equality proves nothing).
+  exp = experiment.setup(config, mesh=sharding.make_mesh(jax.devices()[:1]), log=lambda m: None)
+  tx = optim.make_optimizer(exp.stages[0], exp.abstract_variables()['params'], 1)
+  init = jax.device_get(trainer.init_state(exp, tx).params)
+  moved = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(a - b).max()), init, params8))
+  assert max(moved) > 1e-4

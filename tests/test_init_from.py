@@ -56,3 +56,25 @@ def test_init_from_mismatch_lists_paths(make_config, tmp_path, one_device_mesh):
   assert 'wrong shape: params/classifier/kernel: checkpoint (4096, 4) vs model (64, 4)' in msg
   with pytest.raises(FileNotFoundError, match='not a directory'):
     checkpoint.read_variables(str(tmp_path / 'nowhere'))
+
+
+def test_init_from_bare_backbone_pytree(make_config, tmp_path, one_device_mesh):
+  """A plain Orbax pytree {'params': backbone tree} (what weight importers write) loads into a
+  stream with init_from.into; everything outside the stream keeps its init."""
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  config = make_config('bcnn')
+  exp = experiment.setup(config, mesh=one_device_mesh, log=lambda m: None)
+  tx = optim.make_optimizer(exp.stages[0], exp.abstract_variables()['params'], 1)
+  fresh = jax.device_get(trainer.init_state(exp, tx))
+  backbone = jax.tree.map(lambda x: np.full_like(x, 0.25), fresh.params['backbone_a'])
+  writer = ocp.StandardCheckpointer()
+  writer.save(str(tmp_path / 'imported'), {'params': backbone})
+  writer.wait_until_finished()
+  source = checkpoint.read_variables(str(tmp_path / 'imported'))
+  merged, report = checkpoint.merge_variables(
+      {'params': fresh.params}, source, skip=('^classifier',), into='backbone_a/')
+  jax.tree.map(lambda x: np.testing.assert_array_equal(x, 0.25), merged['params']['backbone_a'])
+  np.testing.assert_array_equal(merged['params']['classifier']['kernel'],
+                                fresh.params['classifier']['kernel'])
+  assert report['skipped'] == ['params/classifier/bias', 'params/classifier/kernel']
+  assert not report['unused']

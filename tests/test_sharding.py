@@ -1,6 +1,7 @@
 """The same train steps on 1 device and on 8 (fake CPU) devices give the same losses and params."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from fgjax import experiment, optim, sharding, trainer
@@ -43,3 +44,34 @@ def test_one_vs_eight_devices_same_losses_and_params(make_config):
   init = jax.device_get(trainer.init_state(exp, tx).params)
   moved = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(a - b).max()), init, params8))
   assert max(moved) > 1e-4
+
+
+def test_evaluation_same_on_one_and_eight_devices(make_config):
+  """Padded, masked evaluation batches give identical metrics whatever the device count."""
+  config = make_config('bcnn')
+  results = []
+  for devices in (jax.devices()[:1], jax.devices()):
+    exp = experiment.setup(config, mesh=sharding.make_mesh(devices), log=lambda m: None)
+    tx = optim.make_optimizer(exp.stages[0], exp.abstract_variables()['params'], 1)
+    results.append(trainer.evaluate(exp, trainer.init_state(exp, tx)))
+  assert results[0]['num_examples'] == results[1]['num_examples'] == 48
+  assert results[0]['top1'] == results[1]['top1']
+  np.testing.assert_allclose(results[0]['loss'], results[1]['loss'], rtol=1e-5)
+
+
+def test_bfloat16_compute_keeps_float32_params(make_config, one_device_mesh):
+  config = make_config('bcnn')
+  with config.unlocked():
+    config.compute_dtype = 'bfloat16'
+  exp = experiment.setup(config, mesh=one_device_mesh, log=lambda m: None)
+  tx = optim.make_optimizer(exp.stages[0], exp.abstract_variables()['params'], 1)
+  state = trainer.init_state(exp, tx)
+  batch = next(pipeline.train_batches(exp.source('train'), config.dataset, keys=exp.batch_keys,
+                                      global_batch=16, mesh=one_device_mesh, seed=0))
+  out = exp.model.apply({'params': state.params, 'batch_stats': state.batch_stats},
+                         batch['image'], train=False)
+  assert out['logits'].dtype == jnp.float32
+  state, metrics = trainer.make_train_step(exp, tx)(state, batch)
+  assert metrics['loss'].dtype == jnp.float32 and np.isfinite(float(metrics['loss']))
+  assert {x.dtype for x in jax.tree.leaves(state.params)} == {jnp.dtype('float32')}
+  assert {x.dtype for x in jax.tree.leaves(state.opt_state) if x.ndim} == {jnp.dtype('float32')}

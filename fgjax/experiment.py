@@ -8,6 +8,7 @@ the field and lists the valid choices, not after minutes of compilation.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -40,9 +41,15 @@ class Experiment:
     s = self.config.dataset.image_size
     return jnp.zeros((batch, s, s, 3), jnp.uint8)
 
+  @functools.cached_property
   def abstract_variables(self):
+    """Shapes/dtypes of the model's variables (traced once, nothing computed)."""
     rngs = {'params': jax.random.key(0), 'dropout': jax.random.key(1)}
     return jax.eval_shape(lambda: self.model.init(rngs, self.dummy_images(), train=False))
+
+  def optimizer(self, stage: optim.Stage):
+    """The optax transformation of `stage` (labels computed on the abstract params)."""
+    return optim.make_optimizer(stage, self.abstract_variables['params'], self.steps_per_epoch)
 
 
 def _check_batch(size: int, field: str, mesh) -> None:
@@ -81,11 +88,10 @@ def setup(config: ml_collections.ConfigDict, mesh=None, log=print) -> Experiment
   stages = optim.make_stages(config, spe)
   exp = Experiment(config, method, meta, model, mesh, stages, spe, builder, method.batch_keys)
   try:
-    variables = exp.abstract_variables()
+    params = exp.abstract_variables['params']
   except Exception as e:  # shape errors surface here, without compiling anything
     raise ValueError(f'method {method.name!r} cannot be built for {d.image_size}x{d.image_size} '
                      f'inputs with this config.model: {type(e).__name__}: {e}') from e
   for stage in stages:  # schedule / optimizer names and stage overrides, on abstract params
-    jax.eval_shape(optim.make_optimizer(stage, variables['params'], spe).init,
-                   variables['params'])
+    jax.eval_shape(exp.optimizer(stage).init, params)
   return exp

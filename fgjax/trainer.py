@@ -157,9 +157,7 @@ def _restore_or_init(run: _Run):
   exp, log = run.exp, run.log
   latest = run.ckpts.latest_step()
   if latest is None:
-    stage = exp.stages[0]
-    state = init_state(exp, optim.make_optimizer(stage, exp.abstract_variables()['params'],
-                                                 exp.steps_per_epoch))
+    state = init_state(exp, exp.optimizer(exp.stages[0]))
     cfg = exp.config.init_from
     if cfg.path:
       merged, report = ckpt_lib.merge_variables(
@@ -184,9 +182,45 @@ def restore(exp: experiment_lib.Experiment, ckpts: ckpt_lib.Checkpoints, step: i
   if meta['stage'] >= len(exp.stages):
     raise ValueError(f'checkpoint {step} was written in stage {meta["stage"]} '
                      f'({meta["stage_name"]!r}) but this config has {len(exp.stages)} stage(s)')
-  stage = exp.stages[meta['stage']]
-  tx = optim.make_optimizer(stage, exp.abstract_variables()['params'], exp.steps_per_epoch)
+  tx = exp.optimizer(exp.stages[meta['stage']])
   return ckpts.restore_state(step, abstract_state(exp, tx)), meta
+
+
+def _train_stage(run: _Run, stage: optim.Stage, state: TrainState, position: int, batches,
+                 progress: writers.Progress, eval_step, stop_after_steps: int | None):
+  """Steps of one stage from state.step to stage.end_step; returns (state, position, stopped)."""
+  exp, log, cfg = run.exp, run.log, run.exp.config.train
+  lr_fn = optim.schedule(stage.optim, stage.num_steps, exp.steps_per_epoch)
+  batch = next(batches)
+  t0 = time.perf_counter()
+  train_step = make_train_step(exp, exp.optimizer(stage)).lower(state, batch).compile()
+  log(f'stage {stage.name!r} (steps {stage.start_step}-{stage.end_step}): compiled train step '
+      f'in {time.perf_counter() - t0:.1f}s')
+  step = int(state.step)
+  progress.reset_clock(step)
+  while True:
+    state, step_metrics = train_step(state, batch)
+    step, position = step + 1, position + 1
+    if step % cfg.log_every_steps == 0 or step == stage.end_step:
+      scalars = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
+      scalars['lr'] = float(lr_fn(step - stage.start_step - 1))
+      line, rate = progress.line(step, scalars)
+      log(line)
+      run.writer.write(step, {**scalars, 'img_per_s': rate}, 'train')
+    if cfg.eval_every_steps and step % cfg.eval_every_steps == 0 and step < exp.total_steps:
+      result = evaluate(exp, state, eval_step=eval_step)
+      log(f'eval at step {step}: ' + json.dumps(result))
+      run.writer.write(step, {k: v for k, v in result.items() if k != 'split'}, 'eval')
+      progress.reset_clock(step)
+    if step % cfg.checkpoint_every_steps == 0 or step == stop_after_steps:
+      run.save(state, stage, position)
+    if step == stop_after_steps:
+      run.ckpts.wait()
+      log(f'stopped after step {step} (stop_after_steps); rerun to resume')
+      return state, position, True
+    if step >= stage.end_step:
+      return state, position, False
+    batch = next(batches)
 
 
 def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = None,
@@ -220,45 +254,18 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
   progress = writers.Progress(exp.total_steps, cfg.global_batch_size, exp.steps_per_epoch,
                               int(state.step))
   eval_step = make_eval_step(exp)
-  step = int(state.step)
   for stage in exp.stages:
-    if step >= stage.end_step:
+    if int(state.step) >= stage.end_step:
       continue
-    tx = optim.make_optimizer(stage, state.params, exp.steps_per_epoch)
-    if stage.index != state_stage:
-      state = state.replace(opt_state=jax.jit(tx.init, out_shardings=sharding.replicated(
-          exp.mesh))(state.params))
+    if stage.index != state_stage:  # a new stage starts with a fresh optimizer state
+      state = state.replace(opt_state=jax.jit(exp.optimizer(stage).init, out_shardings=(
+          sharding.replicated(exp.mesh)))(state.params))
       state_stage = stage.index
-    lr_fn = optim.schedule(stage.optim, stage.num_steps, exp.steps_per_epoch)
-    batch = next(batches)
-    t0 = time.perf_counter()
-    train_step = make_train_step(exp, tx).lower(state, batch).compile()
-    log(f'stage {stage.name!r} (steps {stage.start_step}-{stage.end_step}): compiled train step '
-        f'in {time.perf_counter() - t0:.1f}s')
-    progress.reset_clock(step)
-    while True:
-      state, step_metrics = train_step(state, batch)
-      step, position = step + 1, position + 1
-      if step % cfg.log_every_steps == 0 or step == stage.end_step:
-        scalars = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
-        scalars['lr'] = float(lr_fn(step - stage.start_step - 1))
-        line, rate = progress.line(step, scalars)
-        log(line)
-        run.writer.write(step, {**scalars, 'img_per_s': rate}, 'train')
-      if cfg.eval_every_steps and step % cfg.eval_every_steps == 0 and step < exp.total_steps:
-        result = evaluate(exp, state, eval_step=eval_step)
-        log(f'eval at step {step}: ' + json.dumps(result))
-        run.writer.write(step, {k: v for k, v in result.items() if k != 'split'}, 'eval')
-        progress.reset_clock(step)
-      if step % cfg.checkpoint_every_steps == 0 or step == stop_after_steps:
-        run.save(state, stage, position)
-      if step == stop_after_steps:
-        run.ckpts.wait()
-        log(f'stopped after step {step} (stop_after_steps); rerun to resume')
-        return None
-      if step >= stage.end_step:
-        break
-      batch = next(batches)
+    state, position, stopped = _train_stage(run, stage, state, position, batches, progress,
+                                            eval_step, stop_after_steps)
+    if stopped:
+      return None
+  step = int(state.step)
   run.save(state, exp.stages[-1], position)
   run.ckpts.wait()
   result = {**evaluate(exp, state, eval_step=eval_step), 'step': step}

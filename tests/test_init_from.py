@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from fgjax import checkpoint, experiment, optim, trainer
+from fgjax import checkpoint, experiment, trainer
 
 
 def _train(config, workdir, mesh):
@@ -33,7 +33,7 @@ def test_init_from_run_with_new_head(make_config, tmp_path, one_device_mesh):
   jax.tree.map(np.testing.assert_array_equal, state.params['backbone_a'],
                source.params['backbone_a'])
   jax.tree.map(np.testing.assert_array_equal, state.batch_stats, source.batch_stats)
-  tx = optim.make_optimizer(exp.stages[0], exp.abstract_variables()['params'], 1)
+  tx = exp.optimizer(exp.stages[0])
   fresh = jax.device_get(trainer.init_state(exp, tx))
   np.testing.assert_array_equal(state.params['classifier']['kernel'],
                                 fresh.params['classifier']['kernel'])
@@ -47,7 +47,7 @@ def test_init_from_mismatch_lists_paths(make_config, tmp_path, one_device_mesh):
   source = checkpoint.read_variables(str(tmp_path / 'src'))
   config = make_config('bcnn', proj_dim_a=8)  # adds proj_a; classifier fan-in 64*64 -> 8*8
   exp = experiment.setup(config, mesh=one_device_mesh, log=lambda m: None)
-  tx = optim.make_optimizer(exp.stages[0], exp.abstract_variables()['params'], 1)
+  tx = exp.optimizer(exp.stages[0])
   state = jax.device_get(trainer.init_state(exp, tx))
   with pytest.raises(ValueError) as info:
     checkpoint.merge_variables({'params': state.params}, source)
@@ -64,7 +64,7 @@ def test_init_from_bare_backbone_pytree(make_config, tmp_path, one_device_mesh):
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   config = make_config('bcnn')
   exp = experiment.setup(config, mesh=one_device_mesh, log=lambda m: None)
-  tx = optim.make_optimizer(exp.stages[0], exp.abstract_variables()['params'], 1)
+  tx = exp.optimizer(exp.stages[0])
   fresh = jax.device_get(trainer.init_state(exp, tx))
   backbone = jax.tree.map(lambda x: np.full_like(x, 0.25), fresh.params['backbone_a'])
   writer = ocp.StandardCheckpointer()

@@ -55,8 +55,7 @@ def test_frozen_stage_keeps_backbone(make_config, tmp_path, one_device_mesh):
   trainer.train_and_evaluate(config, str(tmp_path / 'w'), mesh=one_device_mesh,
                              log=lambda m: None)
   exp = experiment.setup(config, mesh=one_device_mesh, log=lambda m: None)
-  from fgjax import optim  # pylint: disable=g-import-not-at-top
-  tx = optim.make_optimizer(exp.stages[0], exp.abstract_variables()['params'], 1)
+  tx = exp.optimizer(exp.stages[0])
   init = jax.device_get(trainer.init_state(exp, tx).params)
   final, _, _ = _final_params(config, str(tmp_path / 'w'), one_device_mesh)
   _assert_identical(init['backbone_a'], final['backbone_a'])

@@ -4,15 +4,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fgjax import experiment, optim, sharding, trainer
+from fgjax import experiment, sharding, trainer
 from fgjax.data import pipeline
 
 
 def _run_steps(config, devices, num_steps=3):
   mesh = sharding.make_mesh(devices)
   exp = experiment.setup(config, mesh=mesh, log=lambda m: None)
-  tx = optim.make_optimizer(exp.stages[0], exp.abstract_variables()['params'],
-                            exp.steps_per_epoch)
+  tx = exp.optimizer(exp.stages[0])
   state = trainer.init_state(exp, tx)
   step = trainer.make_train_step(exp, tx)
   batches = pipeline.train_batches(exp.source('train'), config.dataset, keys=exp.batch_keys,
@@ -40,7 +39,7 @@ def test_one_vs_eight_devices_same_losses_and_params(make_config):
                stats1, stats8)
   # The run must actually have changed the parameters (else equality proves nothing).
   exp = experiment.setup(config, mesh=sharding.make_mesh(jax.devices()[:1]), log=lambda m: None)
-  tx = optim.make_optimizer(exp.stages[0], exp.abstract_variables()['params'], 1)
+  tx = exp.optimizer(exp.stages[0])
   init = jax.device_get(trainer.init_state(exp, tx).params)
   moved = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(a - b).max()), init, params8))
   assert max(moved) > 1e-4
@@ -52,7 +51,7 @@ def test_evaluation_same_on_one_and_eight_devices(make_config):
   results = []
   for devices in (jax.devices()[:1], jax.devices()):
     exp = experiment.setup(config, mesh=sharding.make_mesh(devices), log=lambda m: None)
-    tx = optim.make_optimizer(exp.stages[0], exp.abstract_variables()['params'], 1)
+    tx = exp.optimizer(exp.stages[0])
     results.append(trainer.evaluate(exp, trainer.init_state(exp, tx)))
   assert results[0]['num_examples'] == results[1]['num_examples'] == 48
   assert results[0]['top1'] == results[1]['top1']
@@ -64,7 +63,7 @@ def test_bfloat16_compute_keeps_float32_params(make_config, one_device_mesh):
   with config.unlocked():
     config.compute_dtype = 'bfloat16'
   exp = experiment.setup(config, mesh=one_device_mesh, log=lambda m: None)
-  tx = optim.make_optimizer(exp.stages[0], exp.abstract_variables()['params'], 1)
+  tx = exp.optimizer(exp.stages[0])
   state = trainer.init_state(exp, tx)
   batch = next(pipeline.train_batches(exp.source('train'), config.dataset, keys=exp.batch_keys,
                                       global_batch=16, mesh=one_device_mesh, seed=0))

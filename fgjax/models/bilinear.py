@@ -108,12 +108,13 @@ class BCNN(nn.Module):
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> dict[str, jax.Array]:
     layer_b = self.layer_a if self.layer_b is None else self.layer_b
-    feats_a = self.backbone_a(images, train=train)
+    feats_a = self.backbone_a(images, train=train)['features']
     a = self._layer(feats_a, self.layer_a, 'backbone_a')
     if self.symmetric:
       b = None
     else:
-      feats_b = feats_a if self.backbone_b is None else self.backbone_b(images, train=train)
+      feats_b = (feats_a if self.backbone_b is None
+                 else self.backbone_b(images, train=train)['features'])
       b = self._layer(feats_b, layer_b, 'backbone_b' if self.backbone_b is not None else 'backbone_a')
       if a.shape[1:3] != b.shape[1:3]:
         a, b = bops.crop_to_common(a, b)

@@ -34,7 +34,9 @@ def test_registry_contents_and_kwargs():
 def test_small_cnn_strides_and_grids(hw, downsample):
   bb = SmallCNN(widths=(4, 6, 8, 5), downsample=downsample)
   x = jnp.zeros((2, *hw, 3), jnp.uint8)
-  feats = jax.eval_shape(lambda: bb.init_with_output(KEY, x)[0])
+  out = jax.eval_shape(lambda: bb.init_with_output(KEY, x)[0])
+  assert set(out) == {'features'}
+  feats = out['features']
   assert set(feats) == set(bb.feature_strides) == {'conv1', 'conv2', 'conv3', 'conv4'}
   grids = bb.feature_grid(*hw)
   for (name, f), width in zip(sorted(feats.items()), bb.widths):
@@ -51,7 +53,7 @@ def test_small_cnn_dtypes_and_uint8_equals_float():
   x8 = jnp.asarray(np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8))
   v = bb.init(KEY, x8)
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(v))
-  f8, ff = bb.apply(v, x8), bb.apply(v, x8.astype(jnp.float32))
+  f8, ff = bb.apply(v, x8)['features'], bb.apply(v, x8.astype(jnp.float32))['features']
   for k in f8:
     assert f8[k].dtype == jnp.bfloat16
     np.testing.assert_array_equal(f8[k], ff[k])
@@ -67,4 +69,4 @@ def test_small_cnn_preprocessing_is_documented_mean_std():
   kernel = np.zeros((3, 3, 3, 3), np.float32)
   kernel[1, 1] = np.eye(3)  # identity 3x3 conv: the output is relu(normalised input)
   v = {'params': {'conv1': {'kernel': kernel, 'bias': np.zeros(3, np.float32)}}}
-  np.testing.assert_allclose(bb.apply(v, x)['conv1'], np.maximum((x - 127.5) / 64.0, 0), rtol=1e-6)
+  np.testing.assert_allclose(bb.apply(v, x)['features']['conv1'], np.maximum((x - 127.5) / 64.0, 0), rtol=1e-6)

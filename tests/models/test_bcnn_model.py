@@ -27,7 +27,7 @@ class Stub(nn.Module):
   def __call__(self, images, train=False):
     x = images.astype(jnp.float32) / 255.0
     x = nn.Conv(self.channels, (self.kernel, self.kernel), padding='VALID', dtype=self.dtype)(x)
-    return {'feat': nn.relu(x)}
+    return {'features': {'feat': nn.relu(x)}}
 
 
 def _images(n, h, w, seed=0):
@@ -71,7 +71,7 @@ def test_shared_stream_symmetric():
   assert out['logits'].shape == (3, 7) and out['logits'].dtype == jnp.float32
   assert out['features'].shape == (3, 6 * 6) and out['features'].dtype == jnp.float32
   np.testing.assert_allclose(np.linalg.norm(out['features'], axis=-1), 1.0, rtol=1e-5)
-  maps = _small().apply(_sub(v, 'backbone_a'), x)
+  maps = _small().apply(_sub(v, 'backbone_a'), x)['features']
   f, logits = _head_by_hand(model, v, x, maps['conv4'], None)
   np.testing.assert_allclose(out['features'], f, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(out['logits'], logits, rtol=1e-5, atol=1e-5)
@@ -86,8 +86,8 @@ def test_two_streams_crop_28_vs_27(spp):
   assert set(v['params']) == {'backbone_a', 'backbone_b', 'classifier'}
   out = model.apply(v, x)
   assert out['features'].shape == (2, (5 if spp else 1) * 4 * 3)
-  a = Stub(4, 1).apply(_sub(v, 'backbone_a'), x)['feat']
-  b = Stub(3, 2).apply(_sub(v, 'backbone_b'), x)['feat']
+  a = Stub(4, 1).apply(_sub(v, 'backbone_a'), x)['features']['feat']
+  b = Stub(3, 2).apply(_sub(v, 'backbone_b'), x)['features']['feat']
   assert a.shape[1:3] == (28, 28) and b.shape[1:3] == (27, 27)
   f, logits = _head_by_hand(model, v, x, a, b)  # crops a's last row and column
   np.testing.assert_allclose(out['features'], f, rtol=1e-5, atol=1e-6)
@@ -104,8 +104,8 @@ def test_spp_two_smallcnn_streams_with_projection():
   assert set(v['params']) == {'backbone_a', 'backbone_b', 'proj_a', 'classifier'}
   out = jax.jit(model.apply)(v, x)
   assert out['features'].shape == (2, 5 * 3 * 5)  # SPP: 5 * Ca * Cb
-  a = bb_a.apply(_sub(v, 'backbone_a'), x)['conv4']
-  b = bb_b.apply(_sub(v, 'backbone_b'), x)['conv3']
+  a = bb_a.apply(_sub(v, 'backbone_a'), x)['features']['conv4']
+  b = bb_b.apply(_sub(v, 'backbone_b'), x)['features']['conv3']
   f, logits = _head_by_hand(model, v, x, a, b)
   np.testing.assert_allclose(out['features'], f, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(out['logits'], logits, rtol=1e-5, atol=1e-5)
@@ -119,7 +119,7 @@ def test_shared_trunk_two_layers_and_projections():
   v = _init(model, x)
   assert set(v['params']) == {'backbone_a', 'proj_a', 'proj_b', 'classifier'}
   out = model.apply(v, x)
-  maps = _small().apply(_sub(v, 'backbone_a'), x)  # conv2 8x8 cropped to conv4's 4x4
+  maps = _small().apply(_sub(v, 'backbone_a'), x)['features']  # conv2 8x8 cropped to conv4's 4x4
   f, _ = _head_by_hand(model, v, x, maps['conv2'], maps['conv4'])
   np.testing.assert_allclose(out['features'], f, rtol=1e-5, atol=1e-6)
 

@@ -1,6 +1,7 @@
 """Backbone registry: name -> Flax Linen module class.
 
-Every backbone follows CONTRACTS.md: `__call__(images, train=False) -> dict[str, NHWC map]`,
+Every backbone follows CONTRACTS.md: `__call__(images, train=False) -> {'features': {name: NHWC map}}`
+(plus `'logits'` for backbones built with an ImageNet head),
 uint8 (or float [0, 255]) NHWC input normalised inside the backbone, a `dtype` (compute) field with
 float32 params, and `feature_strides: dict[str, int]` readable on an instance without tracing.
 The VGG-D/M and ResNet-50 backbones register here under their own names when they land.
@@ -40,3 +41,6 @@ def get_backbone(name: str, **kwargs) -> nn.Module:
     raise ValueError(
         f'unknown backbone {name!r}; valid backbones: {", ".join(list_backbones())}') from None
   return cls(**kwargs)
+
+
+get = get_backbone  # the public name: fgjax.models.backbones.get(arch, **kw)

@@ -1,7 +1,7 @@
 """A tiny VGG-style CNN backbone for CPU training and tests.
 
 Stands in for the VGG-D / VGG-M / ResNet-50 streams (Wu & Wang 2017, seed 000, Table 1) behind the
-same interface (CONTRACTS.md): `__call__(images, train) -> {name: NHWC map}`, uint8 input normalised
+same interface (CONTRACTS.md): `__call__(images, train) -> {"features": {name: NHWC map}}`, uint8 input normalised
 inside the backbone, `dtype` field (compute), float32 params, `feature_strides`.
 
 Preprocessing (this backbone's own, since it has no pretrained weights): `(x - 127.5) / 64` on
@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 
 class SmallCNN(nn.Module):
-  """Stages of conv3x3 -> BatchNorm -> ReLU; stage k (1-based) is returned as `f'conv{k}'`.
+  """Stages of conv3x3 -> BatchNorm -> ReLU; stage k (1-based) is returned as `features[f'conv{k}']`.
 
   Each stage first downsamples by `downsample[k]`: stage 1 through the stride of its conv
   (padding SAME: grid ceil(H/d)), later stages through a VALID d x d max-pool (grid floor(H/d));
@@ -77,7 +77,7 @@ class SmallCNN(nn.Module):
     return grids
 
   @nn.compact
-  def __call__(self, images: jax.Array, train: bool = False) -> dict[str, jax.Array]:
+  def __call__(self, images: jax.Array, train: bool = False) -> dict[str, dict[str, jax.Array]]:
     self._check()
     if images.ndim != 4:
       raise ValueError(f'expected NHWC images, got shape {images.shape}')
@@ -94,4 +94,4 @@ class SmallCNN(nn.Module):
                          dtype=self.dtype, name=f'bn{k + 1}')(x)
       x = nn.relu(x)
       feats[f'conv{k + 1}'] = x
-    return feats
+    return {'features': feats}

@@ -60,8 +60,9 @@ def _flatten(tree) -> dict[str, object]:
 def read_variables(path: str) -> dict:
   """Variables ({'params': ..., 'batch_stats': ...}) from a workdir, a step dir or a pytree dir.
 
-  Accepts: a training workdir (its latest checkpoint), a `checkpoints/<step>` directory, or a
-  directory holding a plain Orbax pytree with a `params` key (written by weight importers).
+  Accepts: a training workdir (its latest checkpoint), a `checkpoints/<step>` directory, a weight
+  directory written by `python -m fgjax.pretrained convert` (its `weights/`), or a directory holding
+  a plain Orbax pytree with a `params` key.
   """
   path = os.path.abspath(os.path.expanduser(path))
   if not os.path.isdir(path):
@@ -72,8 +73,10 @@ def read_variables(path: str) -> dict:
     if step is None:
       raise FileNotFoundError(f'no checkpoint under {path}/checkpoints (config.init_from.path)')
     path = os.path.join(path, 'checkpoints', str(step))
-  if os.path.isdir(os.path.join(path, 'state')):
-    path = os.path.join(path, 'state')
+  for sub in ('state', 'weights'):
+    if os.path.isdir(os.path.join(path, sub)):
+      path = os.path.join(path, sub)
+      break
   tree = ocp.StandardCheckpointer().restore(path)
   if 'params' not in tree:
     raise ValueError(f'{path} holds no `params` (keys: {", ".join(tree)}); not a fgjax checkpoint')

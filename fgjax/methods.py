@@ -9,7 +9,9 @@ method means registering one here, never branching on a method name in the train
 - `predict_fn(outputs) -> dict` of per-example arrays gathered in evaluation (at least `logits`).
 - `check_config(config)`: raise ValueError for impossible settings *before* compilation.
 - `default_model_config()`: the `config.model` fields the method reads, with defaults.
-- `batch_keys`: dataset fields the method needs in a batch (besides nothing else).
+- `batch_keys`: dataset fields the method needs in a batch.
+- `pretrained(config) -> [(weight_dir, param_prefix), ...]`: ImageNet weights (written by
+  `python -m fgjax.pretrained convert`) loaded into the subtree `param_prefix` of a fresh run.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class Method:
   default_model_config: Callable[[], ml_collections.ConfigDict]
   check_config: Callable = lambda config: None
   batch_keys: tuple[str, ...] = ('image', 'label')
+  pretrained: Callable = lambda config: []
   description: str = ''
 
 
@@ -97,6 +100,27 @@ def check_backbone_layer(config, backbone_field: str, layer_field: str, min_grid
         f'raise config.dataset.image_size to >= {min_grid * strides[layer]} or use an earlier layer')
 
 
+def check_pretrained(config, backbone_field: str, weights_field: str) -> None:
+  """A stream's weight directory exists and holds weights for that stream's backbone."""
+  directory = config.model[weights_field]
+  if not directory:
+    return
+  from fgjax import pretrained  # pylint: disable=g-import-not-at-top
+  info = pretrained.read_source_info(directory)
+  if info['arch'] != config.model[backbone_field]:
+    raise ValueError(f'config.model.{weights_field}={directory} holds {info["arch"]} weights but '
+                     f'config.model.{backbone_field} is {config.model[backbone_field]!r}')
+
+
+def backbone_kwargs(config, backbone_field: str, weights_field: str, dtype) -> dict:
+  """Constructor kwargs of a stream; pretrained weights bring their own preprocessing."""
+  kwargs = {'dtype': dtype, **config.model[f'{backbone_field}_kwargs']}
+  if config.model[weights_field]:
+    from fgjax.models.backbones.preprocessing import Preprocessing  # pylint: disable=g-import-not-at-top
+    kwargs['preprocessing'] = Preprocessing.load(config.model[weights_field])
+  return kwargs
+
+
 # ----------------------------------------------------------------------------------------------
 # bcnn / bcnn_spp: bilinear CNN baselines (Lin et al. 2015; seed 000 section 4 baselines)
 # ----------------------------------------------------------------------------------------------
@@ -109,6 +133,9 @@ def _bcnn_model_config() -> ml_collections.ConfigDict:
   m.backbone_b = ''  # '' = one shared stream, symmetric [D,D]
   m.layer_b = ''  # '' = same layer name as stream A
   m.backbone_b_kwargs = ml_collections.ConfigDict()
+  # Weight directories from `python -m fgjax.pretrained convert` (their preprocessing comes along).
+  m.backbone_a_pretrained = ''
+  m.backbone_b_pretrained = ''
   m.proj_dim_a = 0  # 0 = no 1x1 projection before pooling
   m.proj_dim_b = 0
   m.sqrt_variant = 'sign'  # 'sign' | 'cvl_umass' | 'haomood' (see fgjax.ops.bilinear.signed_sqrt)
@@ -123,8 +150,10 @@ def _make_bcnn(spp: bool):
   def build(config, meta):
     from fgjax.models.bilinear import BCNN  # pylint: disable=g-import-not-at-top
     m, dtype = config.model, compute_dtype(config)
-    backbone_a = backbones_lib.get_backbone(m.backbone_a, dtype=dtype, **m.backbone_a_kwargs)
-    backbone_b = (backbones_lib.get_backbone(m.backbone_b, dtype=dtype, **m.backbone_b_kwargs)
+    backbone_a = backbones_lib.get_backbone(
+        m.backbone_a, **backbone_kwargs(config, 'backbone_a', 'backbone_a_pretrained', dtype))
+    backbone_b = (backbones_lib.get_backbone(
+        m.backbone_b, **backbone_kwargs(config, 'backbone_b', 'backbone_b_pretrained', dtype))
                   if m.backbone_b else None)
     return BCNN(
         num_classes=meta.num_classes, backbone_a=backbone_a, backbone_b=backbone_b,
@@ -139,11 +168,22 @@ def _make_bcnn(spp: bool):
     if config.model.backbone_b:
       check_backbone_layer(config, 'backbone_b', 'layer_b', min_grid,
                            layer=config.model.layer_b or config.model.layer_a)
+    check_pretrained(config, 'backbone_a', 'backbone_a_pretrained')
+    if config.model.backbone_b_pretrained and not config.model.backbone_b:
+      raise ValueError('config.model.backbone_b_pretrained is set but config.model.backbone_b is '
+                       "'' (one shared stream): put the weights in backbone_a_pretrained")
+    check_pretrained(config, 'backbone_b', 'backbone_b_pretrained')
     from fgjax.ops.bilinear import SQRT_VARIANTS  # pylint: disable=g-import-not-at-top
     if config.model.sqrt_variant not in SQRT_VARIANTS:
       raise ValueError(f'config.model.sqrt_variant must be one of {", ".join(SQRT_VARIANTS)}, '
                        f'got {config.model.sqrt_variant!r}')
   return build, check
+
+
+def _bcnn_pretrained(config):
+  m = config.model
+  return [(d, p) for d, p in ((m.backbone_a_pretrained, 'backbone_a/'),
+                              (m.backbone_b_pretrained, 'backbone_b/')) if d]
 
 
 for _name, _spp, _desc in (
@@ -152,4 +192,4 @@ for _name, _spp, _desc in (
   _build, _check = _make_bcnn(_spp)
   register(Method(name=_name, build_model=_build, loss_fn=losses.classification,
                   predict_fn=logits_only, default_model_config=_bcnn_model_config,
-                  check_config=_check, description=_desc))
+                  check_config=_check, pretrained=_bcnn_pretrained, description=_desc))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import re
 import time
 from typing import Any
 
@@ -158,14 +159,15 @@ def _restore_or_init(run: _Run):
   latest = run.ckpts.latest_step()
   if latest is None:
     state = init_state(exp, exp.optimizer(exp.stages[0]))
+    for directory, prefix in exp.method.pretrained(exp.config):
+      # Everything outside the stream keeps its init; unused source arrays (an ImageNet head the
+      # stream does not use) are reported, not an error.
+      state, report = _load_into(exp, state, directory, (f'^(?!{re.escape(prefix)})',), prefix)
+      log(f'pretrained {directory} -> {prefix}: loaded {len(report["loaded"])} arrays, unused '
+          f'in source: {len(report["unused"])} ({", ".join(report["unused"]) or "-"})')
     cfg = exp.config.init_from
     if cfg.path:
-      merged, report = ckpt_lib.merge_variables(
-          {'params': state.params, 'batch_stats': state.batch_stats},
-          ckpt_lib.read_variables(cfg.path), tuple(cfg.skip), cfg.into)
-      rep = sharding.replicated(exp.mesh)
-      state = state.replace(params=jax.device_put(merged['params'], rep),
-                            batch_stats=jax.device_put(merged['batch_stats'], rep))
+      state, report = _load_into(exp, state, cfg.path, tuple(cfg.skip), cfg.into)
       log(f'init_from {cfg.path}: loaded {len(report["loaded"])} arrays, kept init for '
           f'{len(report["skipped"])} ({", ".join(report["skipped"]) or "-"}), unused in source: '
           f'{len(report["unused"])}')
@@ -174,6 +176,15 @@ def _restore_or_init(run: _Run):
   log(f'resumed from {run.ckpts.directory}/{latest}: step {latest}, stage '
       f'{meta["stage_name"]!r}, data position {meta["data_position"]}')
   return state, meta['stage'], meta['data_position']
+
+
+def _load_into(exp, state: TrainState, path: str, skip: tuple[str, ...], into: str):
+  merged, report = ckpt_lib.merge_variables(
+      {'params': state.params, 'batch_stats': state.batch_stats},
+      ckpt_lib.read_variables(path), skip, into)
+  rep = sharding.replicated(exp.mesh)
+  return state.replace(params=jax.device_put(merged['params'], rep),
+                       batch_stats=jax.device_put(merged['batch_stats'], rep)), report
 
 
 def restore(exp: experiment_lib.Experiment, ckpts: ckpt_lib.Checkpoints, step: int):

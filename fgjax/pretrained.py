@@ -1,0 +1,149 @@
+"""Import ImageNet weights that users bring (nothing is downloaded) into fgjax weight directories.
+
+    python -m fgjax.pretrained convert --arch resnet50 --src resnet50-11ad3fa6.pth --out DIR
+    python -m fgjax.pretrained convert --arch vggm --src imagenet-vgg-m.mat --out DIR
+
+Sources: torchvision state_dicts as `.pth`/`.pt` (read with `torch.load(weights_only=True)`, so a
+pickle carrying code is refused, never executed; needs torch), `.safetensors` (needs the
+`safetensors` package) or `.npz` (read with `allow_pickle=False`), all with torchvision's tensor
+names; MatConvNet `imagenet-vgg-m.mat` (scipy.io) for `vggm`.
+
+DIR gets an Orbax pytree `{'params', 'batch_stats'}` for the backbone with its ImageNet head,
+`preprocessing.json` (the mean/std/channel order these weights expect, so a config cannot pair
+them with the wrong input normalisation) and `source.json` (arch, source file and its sha256).
+Load it with `config.model.backbone_a_pretrained=DIR` (B-CNN streams) or `config.init_from`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Mapping
+
+import numpy as np
+
+from fgjax.models.backbones import preprocessing as prep_lib
+
+ARCHS = ('resnet50', 'vgg16', 'vgg19', 'vggm')
+
+
+def read_tensors(path: str) -> dict[str, np.ndarray]:
+  """{name: array} from a .pth/.pt, .safetensors or .npz file (no code is ever unpickled)."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'weight file {path!r} does not exist')
+  ext = os.path.splitext(path)[1].lower()
+  if ext in ('.pth', '.pt'):
+    try:
+      import torch  # pylint: disable=g-import-not-at-top
+    except ImportError:
+      raise ImportError(f'reading {path} needs PyTorch (pip install torch==2.13.0); or convert it '
+                        'to .npz/.safetensors elsewhere') from None
+    try:
+      obj = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:
+      raise ValueError(f'{path} is not a plain torch state_dict (refused by '
+                       f'torch.load(weights_only=True)): {e}') from e
+    if isinstance(obj, Mapping) and 'state_dict' in obj and isinstance(obj['state_dict'], Mapping):
+      obj = obj['state_dict']
+    if not isinstance(obj, Mapping):
+      raise ValueError(f'{path} holds a {type(obj).__name__}, not a state_dict of tensors')
+    return {k: v.detach().cpu().numpy() for k, v in obj.items() if hasattr(v, 'detach')}
+  if ext == '.safetensors':
+    try:
+      from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+    except ImportError:
+      raise ImportError(f'reading {path} needs `pip install safetensors`') from None
+    return dict(load_file(path))
+  if ext == '.npz':
+    try:
+      with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+    except ValueError as e:
+      raise ValueError(f'{path}: refusing a .npz that needs pickle (object arrays): {e}') from e
+  raise ValueError(f'unsupported weight file {path!r}: expected .pth, .pt, .safetensors or .npz '
+                   '(or .mat for --arch vggm)')
+
+
+def from_torchvision(arch: str, state_dict: Mapping[str, np.ndarray],
+                     include_top: bool = True) -> dict:
+  """Flax variables {'params', 'batch_stats'?} of backbone `arch` from a torchvision state_dict."""
+  if arch == 'resnet50':
+    from fgjax.models.backbones import resnet  # pylint: disable=g-import-not-at-top
+    return resnet.from_torchvision(state_dict, include_top=include_top)
+  if arch in ('vgg16', 'vgg19'):
+    from fgjax.models.backbones import vgg  # pylint: disable=g-import-not-at-top
+    return vgg.from_torchvision(arch, state_dict, include_top=include_top)
+  raise ValueError(f'no torchvision mapping for arch {arch!r}; valid: resnet50, vgg16, vgg19')
+
+
+def load_source(arch: str, src: str) -> tuple[dict, prep_lib.Preprocessing]:
+  """(variables with the ImageNet head, preprocessing) for a weight file of `arch`."""
+  if arch not in ARCHS:
+    raise ValueError(f'unknown arch {arch!r}; valid: {", ".join(ARCHS)}')
+  if arch == 'vggm':
+    if not src.lower().endswith('.mat'):
+      raise ValueError(f'--arch vggm reads a MatConvNet .mat file (imagenet-vgg-m.mat), got {src}')
+    import scipy.io  # pylint: disable=g-import-not-at-top
+    from fgjax.models.backbones import vgg  # pylint: disable=g-import-not-at-top
+    if not os.path.isfile(src):
+      raise FileNotFoundError(f'weight file {src!r} does not exist')
+    net = scipy.io.loadmat(src, squeeze_me=True, struct_as_record=False)
+    return vgg.from_matconvnet_vggm(net)
+  return from_torchvision(arch, read_tensors(src)), prep_lib.TORCHVISION
+
+
+def _sha256(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for chunk in iter(lambda: f.read(1 << 20), b''):
+      h.update(chunk)
+  return h.hexdigest()
+
+
+def convert(arch: str, src: str, out: str) -> str:
+  """Convert `src` and write the weight directory `out` (see module docstring)."""
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  variables, preprocessing = load_source(arch, src)
+  out = os.path.abspath(out)
+  if os.path.exists(os.path.join(out, 'weights')):
+    raise FileExistsError(f'{out} already holds converted weights; choose another --out')
+  os.makedirs(out, exist_ok=True)
+  writer = ocp.StandardCheckpointer()
+  writer.save(os.path.join(out, 'weights'), variables)
+  writer.wait_until_finished()
+  preprocessing.save(out)
+  with open(os.path.join(out, 'source.json'), 'w') as f:
+    json.dump({'arch': arch, 'source': os.path.abspath(src), 'sha256': _sha256(src)}, f, indent=2)
+  return out
+
+
+def read_source_info(directory: str) -> dict:
+  path = os.path.join(directory, 'source.json')
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path} is missing: {directory} was not written by '
+                            '`python -m fgjax.pretrained convert`')
+  with open(path) as f:
+    return json.load(f)
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog='python -m fgjax.pretrained', description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  sub = parser.add_subparsers(dest='command', required=True)
+  conv = sub.add_parser('convert', help='convert an ImageNet weight file into a weight directory')
+  conv.add_argument('--arch', required=True, choices=ARCHS)
+  conv.add_argument('--src', required=True, help='.pth/.pt/.safetensors/.npz (torchvision names) '
+                    'or .mat (MatConvNet, vggm)')
+  conv.add_argument('--out', required=True, help='output directory (must not hold weights yet)')
+  args = parser.parse_args(argv)
+  out = convert(args.arch, args.src, args.out)
+  print(f'wrote {out} (weights/, preprocessing.json, source.json); use it with '
+        f'config.model.backbone_a_pretrained={out}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

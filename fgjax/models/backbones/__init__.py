@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import flax.linen as nn
 
+from fgjax.models.backbones.resnet import ResNet50
 from fgjax.models.backbones.small import SmallCNN
 
 BACKBONES: dict[str, type[nn.Module]] = {
     'small_cnn': SmallCNN,
+    'resnet50': ResNet50,
 }
 
 

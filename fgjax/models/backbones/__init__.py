@@ -1,6 +1,6 @@
 """Backbone registry: name -> Flax Linen module class.
 
-Every backbone follows CONTRACTS.md: `__call__(images, train=False) -> {'features': {name: NHWC map}}`
+Every backbone follows the interface in DESIGN.md ("Interfaces between the parts"): `__call__(images, train=False) -> {'features': {name: NHWC map}}`
 (plus `'logits'` for backbones built with an ImageNet head),
 uint8 (or float [0, 255]) NHWC input normalised inside the backbone, a `dtype` (compute) field with
 float32 params, and `feature_strides: dict[str, int]` readable on an instance without tracing.

@@ -12,10 +12,14 @@ import flax.linen as nn
 
 from fgjax.models.backbones.resnet import ResNet50
 from fgjax.models.backbones.small import SmallCNN
+from fgjax.models.backbones.vgg import VGG16, VGG19, VGGM
 
 BACKBONES: dict[str, type[nn.Module]] = {
     'small_cnn': SmallCNN,
     'resnet50': ResNet50,
+    'vgg16': VGG16,
+    'vgg19': VGG19,
+    'vggm': VGGM,
 }
 
 

@@ -1,0 +1,108 @@
+"""Pooling ops with the exact window semantics of the frameworks whose weights we import (NHWC).
+
+- `adaptive_avg_pool`: torch's `AdaptiveAvgPool2d` (torchvision VGG pools its last map to 7x7 with
+  it). Output bin i along an axis of length L averages the rows [floor(i*L/n), ceil((i+1)*L/n)),
+  so bins overlap when L is not a multiple of n and repeat rows when L < n (2x2 -> 7x7). Done as
+  one einsum with static averaging matrices: exact, jittable, differentiable.
+- `max_pool_padded`: max pooling with explicit (top, bottom, left, right) padding that never wins
+  (-inf), i.e. MatConvNet's `vl_nnpool` (its CPU/GPU kernels clip the window to the image) and
+  torch/caffe max pooling with padding.
+- `max_pool_ceil`: caffe's ceil-mode max pooling (output ceil((L - k) / s) + 1, the last window
+  clipped to the image and dropped if it would start past the end), via bottom/right -inf padding.
+- `local_response_norm`: MatConvNet's cross-channel LRN (a sum-pool of squares over channels).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def adaptive_bins(size: int, out: int) -> list[tuple[int, int]]:
+  """torch AdaptiveAvgPool bins [start, end) of an axis of length `size` split into `out` bins."""
+  if size < 1 or out < 1:
+    raise ValueError(f'adaptive pooling needs sizes >= 1, got {size} -> {out}')
+  return [((i * size) // out, -((-(i + 1) * size) // out)) for i in range(out)]
+
+
+def adaptive_matrix(size: int, out: int) -> np.ndarray:
+  """(out, size) float32 matrix whose row i averages bin i (see `adaptive_bins`)."""
+  m = np.zeros((out, size), np.float32)
+  for i, (start, end) in enumerate(adaptive_bins(size, out)):
+    m[i, start:end] = 1.0 / (end - start)
+  return m
+
+
+def adaptive_avg_pool(x: jax.Array, out_hw: int | Sequence[int]) -> jax.Array:
+  """torch `AdaptiveAvgPool2d(out_hw)` on a (..., H, W, C) map; returns (..., oh, ow, C).
+
+  The identity when (H, W) == out_hw (no op is emitted). Computed in x's dtype.
+  """
+  oh, ow = (out_hw, out_hw) if isinstance(out_hw, int) else tuple(out_hw)
+  h, w = x.shape[-3], x.shape[-2]
+  if (h, w) == (oh, ow):
+    return x
+  mh = jnp.asarray(adaptive_matrix(h, oh), x.dtype)
+  mw = jnp.asarray(adaptive_matrix(w, ow), x.dtype)
+  return jnp.einsum('oh,...hwc,pw->...opc', mh, x, mw, precision=jax.lax.Precision.HIGHEST)
+
+
+def max_pool_padded(x: jax.Array, window: int | Sequence[int], stride: int | Sequence[int],
+                    pad: Sequence[int] = (0, 0, 0, 0)) -> jax.Array:
+  """Max pooling of an NHWC map with padding `pad` = (top, bottom, left, right) filled with -inf.
+
+  Output size along H: floor((H + top + bottom - kh) / sh) + 1 (MatConvNet `vl_nnpool`).
+  """
+  kh, kw = (window, window) if isinstance(window, int) else tuple(window)
+  sh, sw = (stride, stride) if isinstance(stride, int) else tuple(stride)
+  top, bottom, left, right = (int(p) for p in pad)
+  if min(top, bottom, left, right) < 0 or max(top, bottom) >= kh or max(left, right) >= kw:
+    raise ValueError(f'max_pool_padded: pad {tuple(pad)} must be >= 0 and smaller than the '
+                     f'window {(kh, kw)}')
+  if x.shape[1] + top + bottom < kh or x.shape[2] + left + right < kw:
+    raise ValueError(f'max_pool_padded: window {(kh, kw)} larger than the padded map '
+                     f'{x.shape[1:3]} + pad {tuple(pad)}')
+  return jax.lax.reduce_window(
+      x, jnp.array(-jnp.inf, x.dtype), jax.lax.max, (1, kh, kw, 1), (1, sh, sw, 1),
+      ((0, 0), (top, bottom), (left, right), (0, 0)))
+
+
+def ceil_pool_size(size: int, window: int, stride: int) -> int:
+  """caffe's ceil-mode pooled length (no padding): ceil((L - k) / s) + 1, minus one if the last
+  window would start at or past the end of the input."""
+  if size < window:
+    raise ValueError(f'pooling window {window} larger than the input length {size}')
+  out = -(-(size - window) // stride) + 1
+  if (out - 1) * stride >= size:
+    out -= 1
+  return out
+
+
+def max_pool_ceil(x: jax.Array, window: int | Sequence[int],
+                  stride: int | Sequence[int]) -> jax.Array:
+  """caffe / MatConvNet-import style ceil-mode max pooling of an NHWC map (no symmetric padding):
+  pads the bottom/right with -inf just enough for `ceil_pool_size` windows."""
+  kh, kw = (window, window) if isinstance(window, int) else tuple(window)
+  sh, sw = (stride, stride) if isinstance(stride, int) else tuple(stride)
+  h, w = x.shape[1], x.shape[2]
+  oh, ow = ceil_pool_size(h, kh, sh), ceil_pool_size(w, kw, sw)
+  bottom = max(0, (oh - 1) * sh + kh - h)
+  right = max(0, (ow - 1) * sw + kw - w)
+  return jax.lax.reduce_window(
+      x, jnp.array(-jnp.inf, x.dtype), jax.lax.max, (1, kh, kw, 1), (1, sh, sw, 1),
+      ((0, 0), (0, bottom), (0, right), (0, 0)))
+
+
+def local_response_norm(x: jax.Array, size, kappa, alpha, beta) -> jax.Array:
+  """MatConvNet `vl_nnnormalize(x, [size kappa alpha beta])` across the channels of NHWC `x`:
+  y_k = x_k / (kappa + alpha * sum_{q=k-floor((N-1)/2)}^{k+ceil((N-1)/2)} x_q^2)^beta, the window
+  clipped at the first/last channel. alpha is NOT divided by N (caffe's is: caffe alpha a with
+  local_size N is MatConvNet alpha a / N). Computed in float32, returned in x's dtype."""
+  n = int(size)
+  before, xf = (n - 1) // 2, x.astype(jnp.float32)
+  sq = jax.lax.reduce_window(xf * xf, jnp.array(0.0, jnp.float32), jax.lax.add, (1, 1, 1, n),
+                             (1, 1, 1, 1), ((0, 0), (0, 0), (0, 0), (before, n - 1 - before)))
+  return (xf * (kappa + alpha * sq) ** (-beta)).astype(x.dtype)

@@ -66,7 +66,7 @@ def max_pool_padded(x: jax.Array, window: int | Sequence[int], stride: int | Seq
     raise ValueError(f'max_pool_padded: window {(kh, kw)} larger than the padded map '
                      f'{x.shape[1:3]} + pad {tuple(pad)}')
   return jax.lax.reduce_window(
-      x, jnp.array(-jnp.inf, x.dtype), jax.lax.max, (1, kh, kw, 1), (1, sh, sw, 1),
+      x, -jnp.inf, jax.lax.max, (1, kh, kw, 1), (1, sh, sw, 1),
       ((0, 0), (top, bottom), (left, right), (0, 0)))
 
 
@@ -92,7 +92,7 @@ def max_pool_ceil(x: jax.Array, window: int | Sequence[int],
   bottom = max(0, (oh - 1) * sh + kh - h)
   right = max(0, (ow - 1) * sw + kw - w)
   return jax.lax.reduce_window(
-      x, jnp.array(-jnp.inf, x.dtype), jax.lax.max, (1, kh, kw, 1), (1, sh, sw, 1),
+      x, -jnp.inf, jax.lax.max, (1, kh, kw, 1), (1, sh, sw, 1),
       ((0, 0), (0, bottom), (0, right), (0, 0)))
 
 
@@ -101,8 +101,11 @@ def local_response_norm(x: jax.Array, size, kappa, alpha, beta) -> jax.Array:
   y_k = x_k / (kappa + alpha * sum_{q=k-floor((N-1)/2)}^{k+ceil((N-1)/2)} x_q^2)^beta, the window
   clipped at the first/last channel. alpha is NOT divided by N (caffe's is: caffe alpha a with
   local_size N is MatConvNet alpha a / N). Computed in float32, returned in x's dtype."""
-  n = int(size)
+  n, c = int(size), x.shape[-1]
   before, xf = (n - 1) // 2, x.astype(jnp.float32)
-  sq = jax.lax.reduce_window(xf * xf, jnp.array(0.0, jnp.float32), jax.lax.add, (1, 1, 1, n),
-                             (1, 1, 1, 1), ((0, 0), (0, 0), (0, 0), (before, n - 1 - before)))
+  # Static band matrix: band[q, k] = 1 when channel q is in channel k's window. An einsum keeps
+  # this differentiable (a generic reduce_window over channels is not, in JAX 0.10).
+  q, k = np.arange(c)[:, None], np.arange(c)[None, :]
+  band = ((q >= k - before) & (q <= k + (n - 1 - before))).astype(np.float32)
+  sq = jnp.einsum('...q,qk->...k', xf * xf, band, precision=jax.lax.Precision.HIGHEST)
   return (xf * (kappa + alpha * sq) ** (-beta)).astype(x.dtype)

@@ -1,0 +1,117 @@
+"""Shared pieces of the real-dataset builders: where files must be, and decoding bad images.
+
+`require(root, files, dataset)` raises one `MissingFiles` error naming every missing file, where it
+must be put and where to get it. `ImageReader.read(path)` returns encoded image bytes ready for
+`tfds.features.Image` (JPEG), converting grayscale / CMYK / palette / alpha images to RGB and
+skipping unreadable ones (corrupt, truncated, zero-byte, 1-pixel); every conversion and skip is
+counted and listed by `ImageReader.report()`, which builders store in `info.metadata['bad_files']`.
+
+Builders also override `code_path` (see `BuilderBase`): tfds 4.9.10 resolves a builder's code path
+through `importlib_resources`, which it only installs on Python < 3.9 (tensorflow/datasets#11212).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow_datasets as tfds
+from etils import epath
+from PIL import Image
+
+MIN_SIDE = 2  # images with a side below this are skipped (a 1-pixel image carries nothing)
+
+
+class MissingFiles(FileNotFoundError):
+  pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Required:
+  path: str  # relative to the dataset's manual/extracted directory
+  what: str  # one line: what it is and where to get it
+
+
+def require(root: str, files: Sequence[Required], dataset: str) -> None:
+  """Raise MissingFiles listing each file of `files` that is missing under `root`."""
+  missing = [f for f in files if not os.path.exists(os.path.join(root, f.path))]
+  if missing:
+    lines = '\n'.join(f'  {os.path.join(root, f.path)}  <- {f.what}' for f in missing)
+    raise MissingFiles(
+        f'{dataset}: missing files (download them and put them exactly here, or pass '
+        f'--manual_dir / config.dataset.manual_dir pointing at the folder that holds them):\n'
+        f'{lines}')
+
+
+class ImageReader:
+  """Decodes images for a builder, converting what can be converted and listing what was done."""
+
+  def __init__(self):
+    self.converted: list[dict] = []
+    self.skipped: list[dict] = []
+
+  def read(self, path: str, data: bytes | None = None) -> bytes | None:
+    """JPEG/PNG bytes of an RGB image, or None if the file was skipped (recorded either way)."""
+    name = str(path)
+    try:
+      if data is None:
+        with open(path, 'rb') as f:
+          data = f.read()
+      if not data:
+        return self._skip(name, 'zero-byte file')
+      with Image.open(io.BytesIO(data)) as im:
+        im.load()  # decodes fully: truncated or corrupt data raises here
+        if min(im.size) < MIN_SIDE:
+          return self._skip(name, f'{im.size[0]}x{im.size[1]} pixels')
+        if im.format in ('JPEG', 'PNG') and im.mode == 'RGB':
+          return data
+        reason = f'{im.format} {im.mode} -> RGB'
+        rgb = _to_rgb(im)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+      return self._skip(name, f'unreadable: {type(e).__name__}: {e}')
+    self.converted.append({'file': name, 'reason': reason})
+    out = io.BytesIO()
+    rgb.save(out, format='JPEG', quality=95)
+    return out.getvalue()
+
+  def _skip(self, name: str, reason: str) -> None:
+    self.skipped.append({'file': name, 'reason': reason})
+    return None
+
+  def report(self) -> dict:
+    return {'num_converted': len(self.converted), 'num_skipped': len(self.skipped),
+            'converted': list(self.converted), 'skipped': list(self.skipped)}
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+  if im.mode in ('RGBA', 'LA') or (im.mode == 'P' and 'transparency' in im.info):
+    rgba = im.convert('RGBA')
+    background = Image.new('RGB', rgba.size, (255, 255, 255))
+    background.paste(rgba, mask=rgba.getchannel('A'))  # alpha composited over white
+    return background
+  if im.mode in ('I;16', 'I;16B', 'I;16L', 'I'):
+    arr = np.asarray(im, np.float64)
+    scale = 255.0 / max(float(arr.max()), 1.0)
+    return Image.fromarray((arr * scale).astype(np.uint8)).convert('RGB')
+  return im.convert('RGB')  # L, 1, P, CMYK, YCbCr, ...
+
+
+class BuilderBase(tfds.core.GeneratorBasedBuilder):
+  """array_record output (readable without TensorFlow) and a code_path that works on Python 3.11."""
+
+  def __init__(self, *, file_format='array_record', **kwargs):
+    super().__init__(file_format=file_format, **kwargs)
+    self.images = ImageReader()
+
+  @tfds.core.utils.classproperty
+  @classmethod
+  def code_path(cls) -> epath.Path:
+    import inspect  # pylint: disable=g-import-not-at-top
+    return epath.Path(inspect.getfile(cls))
+
+  def record_bad_files(self) -> None:
+    """Store the ImageReader report in info.metadata['bad_files'] (persisted with the dataset)."""
+    self.info.metadata['bad_files'] = self.images.report()

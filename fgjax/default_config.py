@@ -23,14 +23,22 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.dataset.manual_dir = config_dict.placeholder(str)  # for datasets that cannot be downloaded
   c.dataset.train_split = 'train'
   c.dataset.eval_split = 'test'
-  # Geometry: resize (square or short edge) to resize_size, then crop image_size (random crop in
-  # training, centre crop in evaluation).
-  c.dataset.resize = 'square'  # 'square' | 'short_edge' | 'none'
-  c.dataset.resize_size = 64
-  c.dataset.image_size = 64
+  # Geometry: optionally crop to the object box, resize, then crop the model input (random crop in
+  # training, centre crop in evaluation), flip and shift.
+  c.dataset.crop_to_bbox = False  # crop to the dataset's `bbox` first (A3M on CUB)
+  c.dataset.resize = 'fixed'  # 'fixed' (resize_size x resize_width) | 'short_edge' | 'none'
+  c.dataset.resize_size = 64  # 'fixed': height; 'short_edge': the short side
+  c.dataset.resize_width = 0  # 'fixed': width (0 = resize_size)
+  c.dataset.image_size = 64  # model input height
+  c.dataset.image_width = 0  # model input width (0 = image_size); e.g. Market-1501 448 x 224
   c.dataset.random_crop = True
   c.dataset.hflip = True
-  c.dataset.max_shift = 0  # pixel shift augmentation in [-max_shift, max_shift] (seed 000 uses 5/3)
+  # Pixel shifts in [-shift, shift] (seed 000: 5 px horizontally, 3 px vertically). With
+  # shift_padding the image is translated and zero-filled; without, the crop window moves inside the
+  # resized image (no padding; needs resize >= input + 2 * shift on that axis).
+  c.dataset.shift_y = 0
+  c.dataset.shift_x = 0
+  c.dataset.shift_padding = True
   c.dataset.num_threads = 2  # grain read threads per process
   c.dataset.prefetch = 4  # batches prefetched per process
 
@@ -71,6 +79,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.train.max_checkpoints_to_keep = 2
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 64  # global; the last batch is padded and masked, nothing is dropped
+  c.eval.flip_tta = False  # average the predictions of the image and its horizontal flip
 
   # ---- initialisation from another run or an imported backbone -------------------------------
   c.init_from = ml_collections.ConfigDict()
@@ -91,7 +100,8 @@ def synthetic_cpu_recipe(c: ml_collections.ConfigDict) -> ml_collections.ConfigD
   c.dataset.config = 'default'
   c.dataset.resize_size = 72
   c.dataset.image_size = 64
-  c.dataset.max_shift = 4
+  c.dataset.shift_y = 4
+  c.dataset.shift_x = 4
   c.optim.optimizer = 'sgd'
   c.optim.learning_rate = 0.05
   c.optim.momentum = 0.9

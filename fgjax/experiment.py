@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from fgjax import methods, optim, sharding
-from fgjax.data import datasets
+from fgjax.data import augment, datasets
 
 
 @dataclasses.dataclass
@@ -38,8 +38,7 @@ class Experiment:
     return datasets.data_source(self.builder, split)
 
   def dummy_images(self, batch: int = 1):
-    s = self.config.dataset.image_size
-    return jnp.zeros((batch, s, s, 3), jnp.uint8)
+    return jnp.zeros((batch, *augment.input_hw(self.config.dataset), 3), jnp.uint8)
 
   @functools.cached_property
   def abstract_variables(self):
@@ -60,6 +59,24 @@ def _check_batch(size: int, field: str, mesh) -> None:
     raise ValueError(f'{field}={size} must be divisible by the {jax.process_count()} processes')
 
 
+def _check_geometry(d) -> None:
+  """Resize and shift settings leave room for the model input (config.dataset)."""
+  if d.resize not in ('fixed', 'short_edge', 'none'):
+    raise ValueError(f"config.dataset.resize must be 'fixed', 'short_edge' or 'none', got "
+                     f'{d.resize!r}')
+  if d.resize != 'fixed':
+    return
+  pad_y = 0 if d.shift_padding else 2 * d.shift_y
+  pad_x = 0 if d.shift_padding else 2 * d.shift_x
+  for axis, resized, needed, fields in (
+      ('height', d.resize_size, d.image_size + pad_y, 'resize_size vs image_size'),
+      ('width', d.resize_width or d.resize_size, (d.image_width or d.image_size) + pad_x,
+       'resize_width vs image_width')):
+    if resized < needed:
+      raise ValueError(f'config.dataset ({fields}): the resized {axis} {resized} is smaller than '
+                       f'the input {axis} plus padding-free shifts ({needed})')
+
+
 def setup(config: ml_collections.ConfigDict, mesh=None, log=print) -> Experiment:
   """Validate `config`, prepare the dataset, build the model (abstractly). No compilation."""
   method = methods.get(config.method)
@@ -69,9 +86,7 @@ def setup(config: ml_collections.ConfigDict, mesh=None, log=print) -> Experiment
   _check_batch(config.train.global_batch_size, 'config.train.global_batch_size', mesh)
   _check_batch(config.eval.batch_size, 'config.eval.batch_size', mesh)
   d = config.dataset
-  if d.resize != 'none' and d.resize_size < d.image_size:
-    raise ValueError(f'config.dataset.resize_size={d.resize_size} is smaller than '
-                     f'config.dataset.image_size={d.image_size}')
+  _check_geometry(d)
   method.check_config(config)
 
   builder, meta = datasets.prepare(config.dataset, log=log)
@@ -90,8 +105,9 @@ def setup(config: ml_collections.ConfigDict, mesh=None, log=print) -> Experiment
   try:
     params = exp.abstract_variables['params']
   except Exception as e:  # shape errors surface here, without compiling anything
-    raise ValueError(f'method {method.name!r} cannot be built for {d.image_size}x{d.image_size} '
-                     f'inputs with this config.model: {type(e).__name__}: {e}') from e
+    h, w = augment.input_hw(d)
+    raise ValueError(f'method {method.name!r} cannot be built for {h}x{w} inputs with this '
+                     f'config.model: {type(e).__name__}: {e}') from e
   for stage in stages:  # schedule / optimizer names and stage overrides, on abstract params
     jax.eval_shape(exp.optimizer(stage).init, params)
   return exp

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from fgjax import losses
+from fgjax.data import augment
 from fgjax.models import backbones as backbones_lib
 
 
@@ -91,13 +92,14 @@ def check_backbone_layer(config, backbone_field: str, layer_field: str, min_grid
   if layer not in strides:
     raise ValueError(f'backbone {name!r} has no feature map {layer!r} (config.model.{layer_field});'
                      f' valid: {", ".join(strides)}')
-  size = config.dataset.image_size
-  grid = size // strides[layer]
-  if grid < min_grid:
+  h, w = augment.input_hw(config.dataset)
+  gh, gw = h // strides[layer], w // strides[layer]
+  if min(gh, gw) < min_grid:
     raise ValueError(
-        f'input {size}x{size} gives a {grid}x{grid} grid at {name}/{layer} (stride '
-        f'{strides[layer]}), but method {config.method!r} needs at least {min_grid}x{min_grid}; '
-        f'raise config.dataset.image_size to >= {min_grid * strides[layer]} or use an earlier layer')
+        f'input {h}x{w} gives a {gh}x{gw} grid at {name}/{layer} (stride {strides[layer]}), but '
+        f'method {config.method!r} needs at least {min_grid}x{min_grid}; raise '
+        f'config.dataset.image_size / image_width to >= {min_grid * strides[layer]} or use an '
+        'earlier layer')
 
 
 def check_pretrained(config, backbone_field: str, weights_field: str) -> None:

@@ -95,10 +95,15 @@ def make_train_step(exp: experiment_lib.Experiment, tx: optax.GradientTransforma
 
 def make_eval_step(exp: experiment_lib.Experiment):
   """The jitted `(state, batch) -> per-example predictions` (method predict + label/mask/index)."""
+  def predict(state, images):
+    outputs = exp.model.apply(_variables(state.params, state.batch_stats), images, train=False)
+    return {k: v.astype(jnp.float32) for k, v in exp.method.predict_fn(outputs).items()}
+
   def eval_step(state: TrainState, batch: dict):
-    outputs = exp.model.apply(_variables(state.params, state.batch_stats), batch['image'],
-                              train=False)
-    preds = {k: v.astype(jnp.float32) for k, v in exp.method.predict_fn(outputs).items()}
+    preds = predict(state, batch['image'])
+    if exp.config.eval.flip_tta:  # average with the horizontally flipped image's predictions
+      flipped = predict(state, batch['image'][:, :, ::-1])
+      preds = jax.tree.map(lambda a, b: (a + b) / 2, preds, flipped)
     return {**preds, **{k: batch[k] for k in ('label', 'mask', 'index')}}
 
   rep, data = sharding.replicated(exp.mesh), sharding.batch_sharded(exp.mesh)

@@ -36,7 +36,8 @@ def make_config(data_dir):
     c.dataset.data_dir = data_dir
     c.dataset.resize_size = 36
     c.dataset.image_size = 32
-    c.dataset.max_shift = 2
+    c.dataset.shift_y = 2
+    c.dataset.shift_x = 2
     c.dataset.num_threads = 1
     c.train.global_batch_size = 16
     c.train.num_epochs = 2.0

@@ -61,7 +61,7 @@ def test_grid_too_small_for_spp(make_config, tmp_path, no_jit, one_device_mesh):
   _set(config, 'dataset.image_size', 8)
   _set(config, 'dataset.resize_size', 8)
   _fails(config, tmp_path, one_device_mesh, '1x1 grid', 'needs at least 2x2',
-         'config.dataset.image_size to >= 16')
+         'config.dataset.image_size / image_width to >= 16')
 
 
 def test_unknown_stage_field(make_config, tmp_path, no_jit, one_device_mesh):
@@ -75,3 +75,18 @@ def test_misspelt_config_field_is_refused(make_config):
   config = make_config('bcnn')
   with pytest.raises(AttributeError, match='learning_rate'):
     config.optim.learnig_rate = 0.1
+
+
+def test_non_square_input_grid_checked_on_both_axes(make_config, tmp_path, no_jit,
+                                                    one_device_mesh):
+  config = make_config('bcnn_spp')
+  _set(config, 'dataset.image_width', 8)  # 32 x 8 -> a 4x1 grid at stride 8
+  _fails(config, tmp_path, one_device_mesh, 'input 32x8 gives a 4x1 grid', 'needs at least 2x2')
+
+
+def test_padding_free_shift_needs_room(make_config, tmp_path, no_jit, one_device_mesh):
+  config = make_config('bcnn')
+  _set(config, 'dataset.shift_padding', False)  # resize 36, input 32, shift 2 on each side: fits
+  _set(config, 'dataset.shift_x', 5)  # needs a width of 32 + 10
+  _fails(config, tmp_path, one_device_mesh, 'resized width 36 is smaller than the input width '
+         'plus padding-free shifts (42)')

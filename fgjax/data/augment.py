@@ -1,4 +1,4 @@
-"""Per-example preprocessing in NumPy: resize, random/centre crop, horizontal flip, pixel shift.
+"""Per-example preprocessing in NumPy: bbox crop, resize, random/centre crop, flip, pixel shift.
 
 Every function is pure given its `rng` (a `np.random.Generator`), so the pipeline can seed each
 example from its position in the global stream and a resumed run sees the same pixels. `bbox`
@@ -11,37 +11,51 @@ import numpy as np
 from PIL import Image
 
 
-def resize(image: np.ndarray, mode: str, size: int) -> np.ndarray:
-  """'square': size x size; 'short_edge': short side = size, aspect kept; 'none': unchanged."""
+def input_hw(cfg) -> tuple[int, int]:
+  """(height, width) of the model input for config.dataset `cfg`."""
+  return cfg.image_size, cfg.image_width or cfg.image_size
+
+
+def resize(image: np.ndarray, mode: str, size: int, width: int = 0) -> np.ndarray:
+  """'fixed': size x (width or size); 'short_edge': short side = size, aspect kept; 'none'."""
   h, w = image.shape[:2]
   if mode == 'none':
     return image
-  if mode == 'square':
-    out_h, out_w = size, size
+  if mode == 'fixed':
+    out_h, out_w = size, width or size
   elif mode == 'short_edge':
     scale = size / min(h, w)
     out_h, out_w = max(size, round(h * scale)), max(size, round(w * scale))
   else:
-    raise ValueError(f"dataset.resize must be 'square', 'short_edge' or 'none', got {mode!r}")
+    raise ValueError(f"dataset.resize must be 'fixed', 'short_edge' or 'none', got {mode!r}")
   if (out_h, out_w) == (h, w):
     return image
   return np.asarray(Image.fromarray(image).resize((out_w, out_h), Image.BILINEAR))
 
 
-def crop(image: np.ndarray, bbox: np.ndarray | None, size: int,
-         rng: np.random.Generator | None):
-  """Random crop (rng given) or centre crop (rng None) of size x size; bbox re-normalised."""
+def crop_to_bbox(image: np.ndarray, bbox: np.ndarray):
+  """Crop to the (normalised) box, at least 1 pixel; the box becomes the whole image."""
   h, w = image.shape[:2]
-  if h < size or w < size:
-    raise ValueError(f'image of {h}x{w} after resizing is smaller than the crop {size}x{size}; '
-                     'raise dataset.resize_size or lower dataset.image_size')
-  if rng is None:
-    y0, x0 = (h - size) // 2, (w - size) // 2
-  else:
-    y0, x0 = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
-  image = image[y0:y0 + size, x0:x0 + size]
+  eps = 1e-3  # float32 box edges (0.6 * 100 = 60.000002) must not pull in an extra pixel row
+  y0, x0 = int(np.floor(bbox[0] * h + eps)), int(np.floor(bbox[1] * w + eps))
+  y1 = max(y0 + 1, int(np.ceil(bbox[2] * h - eps)))
+  x1 = max(x0 + 1, int(np.ceil(bbox[3] * w - eps)))
+  return image[y0:y1, x0:x1], np.asarray([0.0, 0.0, 1.0, 1.0], np.float32)
+
+
+def crop(image: np.ndarray, bbox: np.ndarray | None, size_hw: tuple[int, int],
+         offset: tuple[int, int] | None = None):
+  """Crop size_hw at `offset` (y0, x0), or centred when None; bbox re-normalised."""
+  h, w = image.shape[:2]
+  ch, cw = size_hw
+  if h < ch or w < cw:
+    raise ValueError(f'image of {h}x{w} after resizing is smaller than the crop {ch}x{cw}; '
+                     'raise dataset.resize_size / resize_width or lower dataset.image_size / '
+                     'image_width')
+  y0, x0 = ((h - ch) // 2, (w - cw) // 2) if offset is None else offset
+  image = image[y0:y0 + ch, x0:x0 + cw]
   if bbox is not None:
-    bbox = _move_bbox(bbox, h, w, y0, x0, size, size)
+    bbox = _move_bbox(bbox, h, w, y0, x0, ch, cw)
   return image, bbox
 
 
@@ -75,21 +89,35 @@ def _move_bbox(bbox, h, w, y0, x0, out_h, out_w):
 def preprocess(example: dict, cfg, rng: np.random.Generator | None) -> dict:
   """Training (rng given) or evaluation (rng None) geometry for one example dict.
 
-  `cfg` is config.dataset. Returns a new dict: `image` uint8 (S, S, 3), other keys unchanged
-  except `bbox`, which follows the geometry.
+  `cfg` is config.dataset. Order: [crop to bbox] -> resize -> crop (random in training, with a
+  padding-free shift folded into the crop offset) -> flip -> [zero-filled shift]. Returns a new
+  dict: `image` uint8 (H, W, 3), other keys unchanged except `bbox`, which follows the geometry.
   """
   image = np.asarray(example['image'])
   if image.ndim == 2 or image.shape[-1] == 1:
     image = np.repeat(image.reshape(image.shape[0], image.shape[1], 1), 3, axis=-1)
   bbox = example.get('bbox')
   bbox = None if bbox is None else np.asarray(bbox, np.float32)
-  image = resize(image, cfg.resize, cfg.resize_size)
+  if cfg.crop_to_bbox:
+    if bbox is None:
+      raise ValueError('dataset.crop_to_bbox needs a `bbox` field in the dataset')
+    image, bbox = crop_to_bbox(image, bbox)
+  image = resize(image, cfg.resize, cfg.resize_size, cfg.resize_width)
   train = rng is not None
-  image, bbox = crop(image, bbox, cfg.image_size, rng if (train and cfg.random_crop) else None)
+  out_h, out_w = input_hw(cfg)
+  h, w = image.shape[:2]
+  if train and cfg.random_crop:
+    y0, x0 = int(rng.integers(0, h - out_h + 1)), int(rng.integers(0, w - out_w + 1))
+  else:
+    y0, x0 = (h - out_h) // 2, (w - out_w) // 2
+  dy = int(rng.integers(-cfg.shift_y, cfg.shift_y + 1)) if train and cfg.shift_y else 0
+  dx = int(rng.integers(-cfg.shift_x, cfg.shift_x + 1)) if train and cfg.shift_x else 0
+  if not cfg.shift_padding:  # move the window; clipped so that no padding is ever needed
+    y0, x0 = min(max(y0 - dy, 0), max(h - out_h, 0)), min(max(x0 - dx, 0), max(w - out_w, 0))
+  image, bbox = crop(image, bbox, (out_h, out_w), (y0, x0))
   if train and cfg.hflip and rng.random() < 0.5:
     image, bbox = hflip(image, bbox)
-  if train and cfg.max_shift > 0:
-    dy, dx = (int(v) for v in rng.integers(-cfg.max_shift, cfg.max_shift + 1, size=2))
+  if cfg.shift_padding and (dy or dx):
     image, bbox = shift(image, bbox, dy, dx)
   out = dict(example)
   out['image'] = np.ascontiguousarray(image, dtype=np.uint8)

@@ -89,9 +89,48 @@ def test_bbox_follows_flip_shift_and_crop():
   ys, xs = np.nonzero(shifted[..., 0])
   np.testing.assert_allclose(sbox, [ys.min() / 20, xs.min() / 30, (ys.max() + 1) / 20,
                                     (xs.max() + 1) / 30], atol=1e-6)
-  cropped, cbox = augment.crop(img, box, 16, None)  # centre crop: y0 = 2, x0 = 7
+  cropped, cbox = augment.crop(img, box, (16, 16))  # centre crop: y0 = 2, x0 = 7
   ys, xs = np.nonzero(cropped[..., 0])
   np.testing.assert_allclose(cbox, [ys.min() / 16, xs.min() / 16, (ys.max() + 1) / 16,
                                     (xs.max() + 1) / 16], atol=1e-6)
   with pytest.raises(ValueError, match='smaller than the crop'):
-    augment.crop(img, None, 25, None)
+    augment.crop(img, None, (25, 25))
+
+
+def _cfg(**fields):
+  from fgjax.default_config import get_base_config  # pylint: disable=g-import-not-at-top
+  d = get_base_config().dataset
+  d.update(fields)
+  return d
+
+
+def test_padding_free_shift_moves_the_window():
+  """Seed 000's shifts without padding: the output is the resized image's window moved by
+  (dy, dx), never zero-filled."""
+  rng_img = np.random.default_rng(0)
+  img = rng_img.integers(1, 256, (40, 40, 3), dtype=np.uint8)  # no zeros anywhere
+  cfg = _cfg(resize='none', image_size=32, random_crop=False, hflip=False, shift_y=3, shift_x=4,
+             shift_padding=False)
+  seen = set()
+  for seed in range(30):
+    out = augment.preprocess({'image': img}, cfg, np.random.default_rng(seed))['image']
+    draw = np.random.default_rng(seed)
+    dy, dx = int(draw.integers(-3, 4)), int(draw.integers(-4, 5))
+    np.testing.assert_array_equal(out, img[4 - dy:36 - dy, 4 - dx:36 - dx])
+    assert out.min() > 0
+    seen.add((dy, dx))
+  assert len(seen) > 10
+
+
+def test_non_square_input_and_crop_to_bbox():
+  img = np.zeros((100, 60, 3), np.uint8)
+  img[20:60, 10:30] = 200
+  box = np.asarray([0.2, 10 / 60, 0.6, 0.5], np.float32)
+  cfg = _cfg(crop_to_bbox=True, resize='fixed', resize_size=48, resize_width=24, image_size=48,
+             image_width=24)
+  out = augment.preprocess({'image': img, 'bbox': box}, cfg, None)
+  assert out['image'].shape == (48, 24, 3)
+  assert np.all(out['image'] == 200)  # only the box's pixels remain
+  np.testing.assert_array_equal(out['bbox'], [0, 0, 1, 1])
+  with pytest.raises(ValueError, match='needs a `bbox`'):
+    augment.preprocess({'image': img}, cfg, None)

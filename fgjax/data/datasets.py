@@ -13,6 +13,7 @@ import os
 
 DATASETS: dict[str, str] = {
     'synthetic_parts': 'fgjax.data.synthetic:SyntheticParts',
+    'compcars': 'fgjax.data.builders.compcars:CompCars',
 }
 
 

@@ -15,6 +15,9 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import shutil
+import tarfile
+import zipfile
 from collections.abc import Sequence
 
 import numpy as np
@@ -44,6 +47,29 @@ def require(root: str, files: Sequence[Required], dataset: str) -> None:
         f'{dataset}: missing files (download them and put them exactly here, or pass '
         f'--manual_dir / config.dataset.manual_dir pointing at the folder that holds them):\n'
         f'{lines}')
+
+
+def extract(dl_manager, path: str, dataset: str) -> str:
+  """Unpack a local archive (offline); returns the extracted folder.
+
+  Uses `dl_manager.extract` when it works; tfds 4.9.10 extracts through `tf.io.gfile`, so without
+  TensorFlow the archive is unpacked with tarfile / zipfile into
+  <download_dir>/extracted/<dataset>.<archive name> (once; an interrupted unpack is redone).
+  """
+  try:
+    return str(dl_manager.extract(path))
+  except Exception as e:  # pylint: disable=broad-except
+    if not isinstance(e, ImportError) and not isinstance(e.__cause__, ImportError):
+      raise
+  out = os.path.join(str(dl_manager.download_dir), 'extracted', f'{dataset}.{os.path.basename(path)}')
+  if not os.path.isdir(out):
+    tmp = out + '.incomplete'
+    shutil.rmtree(tmp, ignore_errors=True)
+    is_zip = path.lower().endswith('.zip')
+    with (zipfile.ZipFile(path) if is_zip else tarfile.open(path)) as archive:
+      archive.extractall(tmp, **({} if is_zip else {'filter': 'data'}))
+    os.rename(tmp, out)
+  return out
 
 
 class ImageReader:

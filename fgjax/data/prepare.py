@@ -1,0 +1,47 @@
+"""Build a dataset's array_record files once, before training.
+
+    python -m fgjax.data.prepare NAME [--manual_dir=DIR] [--data_dir=DIR] [--builder_config=NAME]
+
+NAME is a registered dataset (`python -m fgjax.data.prepare --list`). Files go to
+`--data_dir` (default: $TFDS_DATA_DIR or ~/tensorflow_datasets); `--manual_dir` is the folder
+holding the official archives or their extracted contents (README "Datasets" says what each
+dataset needs). Prints the split sizes and every image that was converted or skipped.
+"""
+
+import json
+import sys
+
+from absl import app, flags
+import ml_collections
+
+from fgjax.data import datasets
+
+_MANUAL_DIR = flags.DEFINE_string('manual_dir', None, 'Folder with the official files.')
+_DATA_DIR = flags.DEFINE_string('data_dir', None, 'tfds data_dir for the prepared files.')
+_CONFIG = flags.DEFINE_string('builder_config', None, 'Builder config name (e.g. labeled).')
+_LIST = flags.DEFINE_bool('list', False, 'List the registered datasets and exit.')
+
+
+def prepare(name: str, manual_dir=None, data_dir=None, builder_config=None, log=print) -> dict:
+  cfg = ml_collections.ConfigDict({'name': name, 'config': builder_config, 'data_dir': data_dir,
+                                   'manual_dir': manual_dir})
+  builder, meta = datasets.prepare(cfg, log=log)
+  metadata = builder.info.metadata or {}
+  bad = metadata.get('bad_files', {'num_converted': 0, 'num_skipped': 0})
+  return {'dataset': name, 'data_dir': meta.data_dir, 'splits': meta.split_sizes,
+          'num_classes': meta.num_classes, 'bad_files': bad}
+
+
+def main(argv):
+  if _LIST.value:
+    print('\n'.join(datasets.list_datasets()))
+    return 0
+  if len(argv) != 2:
+    raise app.UsageError('usage: python -m fgjax.data.prepare NAME [--manual_dir=DIR] ...')
+  summary = prepare(argv[1], _MANUAL_DIR.value, _DATA_DIR.value, _CONFIG.value)
+  print(json.dumps(summary, indent=2))
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(app.run(main))

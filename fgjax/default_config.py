@@ -80,6 +80,12 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 64  # global; the last batch is padded and masked, nothing is dropped
   c.eval.flip_tta = False  # average the predictions of the image and its horizontal flip
+  c.eval.protocol = 'classification'  # 'classification' | 'reid' | 'retrieval' (fgjax.evaluation)
+  c.eval.embedding = 'features'  # the method output used as embedding by 'reid' / 'retrieval'
+  c.eval.query_split = 'query'  # 'reid'
+  c.eval.gallery_split = 'gallery'  # 'reid'
+  c.eval.ranks = (1, 5, 10)  # 'reid' CMC ranks
+  c.eval.recall_ks = (1, 2, 4, 8)  # 'retrieval'
 
   # ---- initialisation from another run or an imported backbone -------------------------------
   c.init_from = ml_collections.ConfigDict()

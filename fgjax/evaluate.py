@@ -13,7 +13,7 @@ from absl import app, flags, logging
 import jax
 from ml_collections import config_flags
 
-from fgjax import checkpoint, experiment, trainer
+from fgjax import checkpoint, evaluation, experiment, trainer
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file of the run.',
                                           lock_config=True)
@@ -30,9 +30,10 @@ def evaluate_latest(config, workdir: str, split: str | None = None) -> dict:
     raise FileNotFoundError(f'no checkpoint in {ckpts.directory}; train first with '
                             f'python -m fgjax.train --config=... --workdir={workdir}')
   state, _ = trainer.restore(exp, ckpts, step)
-  result = {**trainer.evaluate(exp, state, split), 'step': step}
+  result = {**evaluation.evaluate(exp, state, split), 'step': step}
   split = result['split']
-  name = 'metrics.json' if split == config.dataset.eval_split else f'metrics_{split}.json'
+  default = split in (config.dataset.eval_split, f'{config.eval.query_split}->{config.eval.gallery_split}')
+  name = 'metrics.json' if default else f'metrics_{split}.json'
   if jax.process_index() == 0:
     with open(os.path.join(workdir, name), 'w') as f:
       json.dump(result, f, indent=2)

@@ -68,8 +68,8 @@ def compute_dtype(config):
   return valid[config.compute_dtype]
 
 
-def logits_only(outputs: dict) -> dict:
-  return {'logits': outputs['logits']}
+def logits_and_features(outputs: dict) -> dict:
+  return {'logits': outputs['logits'], 'features': outputs['features']}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -193,5 +193,5 @@ for _name, _spp, _desc in (
     ('bcnn_spp', True, 'bilinear CNN with a 2-level spatial pyramid (1x1 + 2x2)')):
   _build, _check = _make_bcnn(_spp)
   register(Method(name=_name, build_model=_build, loss_fn=losses.classification,
-                  predict_fn=logits_only, default_model_config=_bcnn_model_config,
+                  predict_fn=logits_and_features, default_model_config=_bcnn_model_config,
                   check_config=_check, pretrained=_bcnn_pretrained, description=_desc))

@@ -8,7 +8,6 @@ Steps are `jax.jit`s with NamedShardings over the mesh (state replicated, batch 
 
 from __future__ import annotations
 
-import collections
 import json
 import os
 import re
@@ -23,8 +22,7 @@ import optax
 
 from fgjax import checkpoint as ckpt_lib
 from fgjax import experiment as experiment_lib
-from fgjax import metrics as metrics_lib
-from fgjax import optim, sharding, writers
+from fgjax import evaluation, optim, sharding, writers
 from fgjax.data import pipeline
 
 
@@ -91,43 +89,6 @@ def make_train_step(exp: experiment_lib.Experiment, tx: optax.GradientTransforma
   rep, data = sharding.replicated(exp.mesh), sharding.batch_sharded(exp.mesh)
   return jax.jit(train_step, in_shardings=(rep, data), out_shardings=(rep, rep),
                  donate_argnums=0)
-
-
-def make_eval_step(exp: experiment_lib.Experiment):
-  """The jitted `(state, batch) -> per-example predictions` (method predict + label/mask/index)."""
-  def predict(state, images):
-    outputs = exp.model.apply(_variables(state.params, state.batch_stats), images, train=False)
-    return {k: v.astype(jnp.float32) for k, v in exp.method.predict_fn(outputs).items()}
-
-  def eval_step(state: TrainState, batch: dict):
-    preds = predict(state, batch['image'])
-    if exp.config.eval.flip_tta:  # average with the horizontally flipped image's predictions
-      flipped = predict(state, batch['image'][:, :, ::-1])
-      preds = jax.tree.map(lambda a, b: (a + b) / 2, preds, flipped)
-    return {**preds, **{k: batch[k] for k in ('label', 'mask', 'index')}}
-
-  rep, data = sharding.replicated(exp.mesh), sharding.batch_sharded(exp.mesh)
-  return jax.jit(eval_step, in_shardings=(rep, data), out_shardings=data)
-
-
-def evaluate(exp: experiment_lib.Experiment, state: TrainState, split: str | None = None,
-             eval_step=None) -> dict:
-  """Metrics on a whole split (every example exactly once)."""
-  split = split or exp.config.dataset.eval_split
-  exp.meta.check_split(split, 'evaluation split')
-  eval_step = eval_step or make_eval_step(exp)
-  keys = tuple(dict.fromkeys(exp.batch_keys + ('label',)))
-  collected = collections.defaultdict(list)
-  for batch in pipeline.eval_batches(exp.source(split), exp.config.dataset, keys=keys,
-                                     global_batch=exp.config.eval.batch_size, mesh=exp.mesh):
-    out = {k: sharding.to_host(v) for k, v in eval_step(state, batch).items()}
-    keep = out.pop('mask')
-    for k, v in out.items():
-      collected[k].append(v[keep])
-  out = {k: np.concatenate(v) for k, v in collected.items()}
-  assert len(out['index']) == exp.meta.split_sizes[split], 'evaluation lost examples'
-  result = metrics_lib.classification_metrics(out['logits'], out['label'])
-  return {'split': split, **result}
 
 
 class _Run:
@@ -224,7 +185,7 @@ def _train_stage(run: _Run, stage: optim.Stage, state: TrainState, position: int
       log(line)
       run.writer.write(step, {**scalars, 'img_per_s': rate}, 'train')
     if cfg.eval_every_steps and step % cfg.eval_every_steps == 0 and step < exp.total_steps:
-      result = evaluate(exp, state, eval_step=eval_step)
+      result = evaluation.evaluate(exp, state, eval_step=eval_step)
       log(f'eval at step {step}: ' + json.dumps(result))
       run.writer.write(step, {k: v for k, v in result.items() if k != 'split'}, 'eval')
       progress.reset_clock(step)
@@ -269,7 +230,7 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
       start_position=position)
   progress = writers.Progress(exp.total_steps, cfg.global_batch_size, exp.steps_per_epoch,
                               int(state.step))
-  eval_step = make_eval_step(exp)
+  eval_step = evaluation.make_eval_step(exp)
   for stage in exp.stages:
     if int(state.step) >= stage.end_step:
       continue
@@ -284,7 +245,7 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
   step = int(state.step)
   run.save(state, exp.stages[-1], position)
   run.ckpts.wait()
-  result = {**evaluate(exp, state, eval_step=eval_step), 'step': step}
+  result = {**evaluation.evaluate(exp, state, eval_step=eval_step), 'step': step}
   run.writer.write(step, {k: v for k, v in result.items() if k not in ('split', 'step')}, 'eval')
   run.writer.close()
   if is_main:

@@ -3,7 +3,7 @@
 import jax
 import numpy as np
 
-from fgjax import experiment, trainer
+from fgjax import evaluation, experiment, trainer
 from fgjax.data import pipeline
 
 
@@ -15,7 +15,7 @@ def test_flip_tta_averages_image_and_mirror(make_config, one_device_mesh):
   state = trainer.init_state(exp, exp.optimizer(exp.stages[0]))
   batch = next(pipeline.eval_batches(exp.source('test'), config.dataset, keys=('image', 'label'),
                                      global_batch=16, mesh=one_device_mesh))
-  got = jax.device_get(trainer.make_eval_step(exp)(state, batch)['logits'])
+  got = jax.device_get(evaluation.make_eval_step(exp)(state, batch)['logits'])
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
   plain = exp.model.apply(variables, batch['image'], train=False)['logits']
   mirror = exp.model.apply(variables, batch['image'][:, :, ::-1], train=False)['logits']

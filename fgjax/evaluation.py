@@ -1,0 +1,103 @@
+"""Evaluation: a jitted eval step and the protocols that turn its outputs into metrics.
+
+`config.eval.protocol` picks how a run is scored (independently of the method):
+- 'classification': top-1, mean per-class accuracy and loss on `dataset.eval_split`;
+- 'reid': CMC rank-k and mAP (Market-1501 protocol) between `eval.query_split` and
+  `eval.gallery_split`, on the method's `eval.embedding` output;
+- 'retrieval': Recall@K within `dataset.eval_split` (class-disjoint retrieval, e.g. CUB 101-200).
+Splits are read in order with padded, masked last batches, so every example counts exactly once.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fgjax import metrics, sharding
+from fgjax.data import pipeline
+
+PROTOCOL_KEYS = {'classification': ('label',), 'reid': ('identity', 'camera'),
+                 'retrieval': ('label',)}
+
+
+def outputs_needed(config) -> tuple[str, ...]:
+  """Which predict_fn outputs the protocol reads (only these leave the devices)."""
+  return ('logits',) if config.eval.protocol == 'classification' else (config.eval.embedding,)
+
+
+def make_eval_step(exp):
+  """The jitted `(state, batch) -> per-example outputs` (selected predictions + batch ids)."""
+  names = outputs_needed(exp.config)
+  keys = PROTOCOL_KEYS[exp.config.eval.protocol] + ('mask', 'index')
+
+  def predict(state, images):
+    variables = {'params': state.params}
+    if state.batch_stats:
+      variables['batch_stats'] = state.batch_stats
+    outputs = exp.method.predict_fn(exp.model.apply(variables, images, train=False))
+    return {k: outputs[k].astype(jnp.float32) for k in names}
+
+  def eval_step(state, batch: dict):
+    preds = predict(state, batch['image'])
+    if exp.config.eval.flip_tta:  # average with the horizontally flipped image's predictions
+      flipped = predict(state, batch['image'][:, :, ::-1])
+      preds = jax.tree.map(lambda a, b: (a + b) / 2, preds, flipped)
+    return {**preds, **{k: batch[k] for k in keys}}
+
+  rep, data = sharding.replicated(exp.mesh), sharding.batch_sharded(exp.mesh)
+  return jax.jit(eval_step, in_shardings=(rep, data), out_shardings=data)
+
+
+def collect(exp, state, split: str, eval_step) -> dict[str, np.ndarray]:
+  """Every example of `split` once, in order: {output or batch key: array}."""
+  exp.meta.check_split(split, 'evaluation split')
+  keys = tuple(dict.fromkeys(('image',) + PROTOCOL_KEYS[exp.config.eval.protocol]))
+  parts = collections.defaultdict(list)
+  for batch in pipeline.eval_batches(exp.source(split), exp.config.dataset, keys=keys,
+                                     global_batch=exp.config.eval.batch_size, mesh=exp.mesh):
+    out = {k: sharding.to_host(v) for k, v in eval_step(state, batch).items()}
+    keep = out.pop('mask')
+    for k, v in out.items():
+      parts[k].append(v[keep])
+  out = {k: np.concatenate(v) for k, v in parts.items()}
+  if len(out['index']) != exp.meta.split_sizes[split]:
+    raise RuntimeError(f'evaluation of {split!r} saw {len(out["index"])} examples, expected '
+                       f'{exp.meta.split_sizes[split]}')
+  return out
+
+
+def evaluate(exp, state, split: str | None = None, eval_step=None) -> dict:
+  """The protocol's metrics, as a flat dict (with 'split')."""
+  eval_step = eval_step or make_eval_step(exp)
+  cfg = exp.config.eval
+  if cfg.protocol == 'reid':
+    q = collect(exp, state, cfg.query_split, eval_step)
+    g = collect(exp, state, cfg.gallery_split, eval_step)
+    result = metrics.reid_cmc_map(q[cfg.embedding], q['identity'], q['camera'],
+                                  g[cfg.embedding], g['identity'], g['camera'],
+                                  ranks=tuple(cfg.ranks))
+    return {'split': f'{cfg.query_split}->{cfg.gallery_split}', **result}
+  split = split or exp.config.dataset.eval_split
+  out = collect(exp, state, split, eval_step)
+  if cfg.protocol == 'retrieval':
+    result = metrics.recall_at_k(out[cfg.embedding], out['label'], ks=tuple(cfg.recall_ks))
+    return {'split': split, **result, 'num_examples': int(len(out['label']))}
+  return {'split': split, **metrics.classification_metrics(out['logits'], out['label'])}
+
+
+def check_config(config, meta) -> None:
+  """Protocol name, splits and dataset fields exist (called before compiling)."""
+  cfg = config.eval
+  if cfg.protocol not in PROTOCOL_KEYS:
+    raise ValueError(f'config.eval.protocol must be one of {", ".join(PROTOCOL_KEYS)}, got '
+                     f'{cfg.protocol!r}')
+  missing = [k for k in PROTOCOL_KEYS[cfg.protocol] if k not in meta.features]
+  if missing:
+    raise ValueError(f'config.eval.protocol={cfg.protocol!r} needs dataset fields {missing}, '
+                     f'which dataset {meta.name!r} does not have')
+  if cfg.protocol == 'reid':
+    meta.check_split(cfg.query_split, 'config.eval.query_split')
+    meta.check_split(cfg.gallery_split, 'config.eval.gallery_split')

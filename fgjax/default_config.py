@@ -124,3 +124,40 @@ def synthetic_cpu_recipe(c: ml_collections.ConfigDict) -> ml_collections.ConfigD
   c.train.log_every_steps = 100
   c.train.checkpoint_every_steps = 500
   return c
+
+
+def bcnn_dm_recipe(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """B-CNN [D,M] as seed 000 (Wu & Wang 2017) runs it on real datasets.
+
+  Streams: VGG-16 relu5_3 (28x28 at 448) x VGG-M relu5 (27x27; D is cropped to 27x27). Input
+  448x448; augmentation: horizontal flip and shifts of +-5 px horizontally, +-3 px vertically
+  without padding (the crop window moves inside a 454x458 resize). Two-step training: the
+  classifier alone on fixed features (a high rate, as logistic regression), then everything at
+  lr 0.001. The paper gives no epoch counts or weight decay for B-CNN; 10 + 30 epochs and 5e-4
+  (Lin et al.'s B-CNN code) are this recipe's choices. Needs ImageNet weights for both streams:
+  --config.model.backbone_a_pretrained=DIR --config.model.backbone_b_pretrained=DIR.
+  """
+  c.method = 'bcnn'
+  from fgjax import methods  # pylint: disable=g-import-not-at-top
+  c.model = methods.get('bcnn').default_model_config()
+  c.model.backbone_a, c.model.layer_a = 'vgg16', 'relu5_3'
+  c.model.backbone_b, c.model.layer_b = 'vggm', 'relu5'
+  c.dataset.resize = 'fixed'
+  c.dataset.resize_size, c.dataset.resize_width = 454, 458
+  c.dataset.image_size = 448
+  c.dataset.random_crop = False
+  c.dataset.hflip = True
+  c.dataset.shift_y, c.dataset.shift_x, c.dataset.shift_padding = 3, 5, False
+  c.optim.optimizer = 'sgd'
+  c.optim.momentum = 0.9
+  c.optim.weight_decay = 5e-4
+  c.optim.schedule = 'constant'
+  c.stages = (
+      ml_collections.ConfigDict({'name': 'head', 'num_epochs': 10.0,
+                                 'frozen': '^(backbone|proj)', 'learning_rate': 1.0}),
+      ml_collections.ConfigDict({'name': 'all', 'num_epochs': 30.0, 'learning_rate': 0.001}))
+  c.train.global_batch_size = 32
+  c.train.log_every_steps = 20
+  c.train.checkpoint_every_steps = 500
+  c.eval.batch_size = 32
+  return c

@@ -102,10 +102,21 @@ def check_backbone_layer(config, backbone_field: str, layer_field: str, min_grid
         'earlier layer')
 
 
+IMAGENET_BACKBONES = ('resnet50', 'vgg16', 'vgg19', 'vggm')
+
+
 def check_pretrained(config, backbone_field: str, weights_field: str) -> None:
-  """A stream's weight directory exists and holds weights for that stream's backbone."""
+  """A stream's weight directory holds weights for its backbone; ImageNet backbones need one."""
   directory = config.model[weights_field]
   if not directory:
+    if (config.model[backbone_field] in IMAGENET_BACKBONES
+        and not config.model.get('allow_random_init', False)):
+      raise ValueError(
+          f'config.model.{backbone_field}={config.model[backbone_field]!r} has no ImageNet '
+          f'weights: convert them once (python -m fgjax.pretrained convert --arch '
+          f'{config.model[backbone_field]} --src FILE --out DIR) and set '
+          f'config.model.{weights_field}=DIR, or set config.model.allow_random_init=True to '
+          'train from scratch on purpose')
     return
   from fgjax import pretrained  # pylint: disable=g-import-not-at-top
   info = pretrained.read_source_info(directory)
@@ -138,6 +149,7 @@ def _bcnn_model_config() -> ml_collections.ConfigDict:
   # Weight directories from `python -m fgjax.pretrained convert` (their preprocessing comes along).
   m.backbone_a_pretrained = ''
   m.backbone_b_pretrained = ''
+  m.allow_random_init = False  # ImageNet backbones without weights are an error unless True
   m.proj_dim_a = 0  # 0 = no 1x1 projection before pooling
   m.proj_dim_b = 0
   m.sqrt_variant = 'sign'  # 'sign' | 'cvl_umass' | 'haomood' (see fgjax.ops.bilinear.signed_sqrt)

@@ -90,3 +90,13 @@ def test_padding_free_shift_needs_room(make_config, tmp_path, no_jit, one_device
   _set(config, 'dataset.shift_x', 5)  # needs a width of 32 + 10
   _fails(config, tmp_path, one_device_mesh, 'resized width 36 is smaller than the input width '
          'plus padding-free shifts (42)')
+
+
+def test_imagenet_backbone_without_weights_is_refused(make_config):
+  from fgjax import methods  # pylint: disable=g-import-not-at-top
+  config = make_config('bcnn', backbone_a='vgg16', layer_a='relu5_3')
+  with pytest.raises(ValueError, match=r"backbone_a='vgg16' has no ImageNet weights: convert them "
+                                       r'once \(python -m fgjax.pretrained convert --arch vgg16'):
+    methods.get('bcnn').check_config(config)
+  _set(config, 'model.allow_random_init', True)
+  methods.get('bcnn').check_config(config)  # on purpose: no error

@@ -13,6 +13,9 @@ import os
 
 DATASETS: dict[str, str] = {
     'synthetic_parts': 'fgjax.data.synthetic:SyntheticParts',
+    'cub2011': 'fgjax.data.builders.cub2011:Cub2011',
+    'cars196': 'fgjax.data.builders.cars196:Cars196',
+    'fgvc_aircraft': 'fgjax.data.builders.fgvc_aircraft:FgvcAircraft',
     'compcars': 'fgjax.data.builders.compcars:CompCars',
 }
 

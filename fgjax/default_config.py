@@ -154,7 +154,7 @@ def bcnn_dm_recipe(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.optim.schedule = 'constant'
   c.stages = (
       ml_collections.ConfigDict({'name': 'head', 'num_epochs': 10.0,
-                                 'frozen': '^(backbone|proj)', 'learning_rate': 1.0}),
+                                 'frozen': '^backbone', 'learning_rate': 1.0}),
       ml_collections.ConfigDict({'name': 'all', 'num_epochs': 30.0, 'learning_rate': 0.001}))
   c.train.global_batch_size = 32
   c.train.log_every_steps = 20

@@ -17,6 +17,9 @@ DATASETS: dict[str, str] = {
     'cars196': 'fgjax.data.builders.cars196:Cars196',
     'fgvc_aircraft': 'fgjax.data.builders.fgvc_aircraft:FgvcAircraft',
     'compcars': 'fgjax.data.builders.compcars:CompCars',
+    'market1501': 'fgjax.data.builders.market1501:Market1501',
+    'cuhk03': 'fgjax.data.builders.cuhk03:Cuhk03',
+    'viper': 'fgjax.data.builders.viper:Viper',
 }
 
 

@@ -31,13 +31,11 @@ metric-learning literature). Order: annotation-file order; example keys ``train/
 
 from __future__ import annotations
 
-import io
 import os
 
 import numpy as np
 import scipy.io
 import tensorflow_datasets as tfds
-from PIL import Image
 
 from fgjax.data.builders import archives, common
 
@@ -109,10 +107,9 @@ class Cars196(common.BuilderBase, skip_registration=True):
 
   def _generate_examples(self, records):
     for r in records:
-      data = self.images.read(r['path'])
+      data, size = self.images.read_sized(r['path'])
       if data is not None:
-        with Image.open(io.BytesIO(data)) as im:
-          w, h = im.size
+        h, w = size
         x1, y1, x2, y2 = r['box']
         bbox = np.clip([(y1 - 1) / h, (x1 - 1) / w, y2 / h, x2 / w], 0.0, 1.0)
         yield r['key'], {'image': data, 'label': r['label'], 'bbox': bbox.astype(np.float32),

@@ -81,6 +81,10 @@ class ImageReader:
 
   def read(self, path: str, data: bytes | None = None) -> bytes | None:
     """JPEG/PNG bytes of an RGB image, or None if the file was skipped (recorded either way)."""
+    return self.read_sized(path, data)[0]
+
+  def read_sized(self, path: str, data: bytes | None = None):
+    """(bytes, (height, width)) as `read`, or (None, None) for a skipped file."""
     name = str(path)
     try:
       if data is None:
@@ -90,10 +94,11 @@ class ImageReader:
         return self._skip(name, 'zero-byte file')
       with Image.open(io.BytesIO(data)) as im:
         im.load()  # decodes fully: truncated or corrupt data raises here
+        size = (im.size[1], im.size[0])
         if min(im.size) < MIN_SIDE:
           return self._skip(name, f'{im.size[0]}x{im.size[1]} pixels')
         if im.format in ('JPEG', 'PNG') and im.mode == 'RGB':
-          return data
+          return data, size
         reason = f'{im.format} {im.mode} -> RGB'
         rgb = _to_rgb(im)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
@@ -101,11 +106,11 @@ class ImageReader:
     self.converted.append({'file': name, 'reason': reason})
     out = io.BytesIO()
     rgb.save(out, format='JPEG', quality=95)
-    return out.getvalue()
+    return out.getvalue(), size
 
-  def _skip(self, name: str, reason: str) -> None:
+  def _skip(self, name: str, reason: str):
     self.skipped.append({'file': name, 'reason': reason})
-    return None
+    return None, None
 
   def report(self) -> dict:
     return {'num_converted': len(self.converted), 'num_skipped': len(self.skipped),

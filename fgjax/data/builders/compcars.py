@@ -33,13 +33,11 @@ A3M (Han et al. 2018) reports 36,456 / 15,627 images for this subset, not the of
 
 from __future__ import annotations
 
-import io
 import os
 
 import numpy as np
 import scipy.io
 import tensorflow_datasets as tfds
-from PIL import Image
 
 from fgjax.data.builders import common
 
@@ -254,11 +252,10 @@ also work). One UNENCRYPTED archive of data/ (data.zip/.tar/.tar.gz/.tgz) there 
       if not os.path.exists(path):
         self.images.skipped.append({'file': path, 'reason': 'listed in the split file, missing'})
         continue
-      data = self.images.read(path)
+      data, size = self.images.read_sized(path)
       if data is None:
         continue
-      with Image.open(io.BytesIO(data)) as im:
-        width, height = im.size
+      height, width = size
       label_path = os.path.splitext(os.path.join(root, 'label', *rel.split('/')))[0] + '.txt'
       viewpoint, bbox = -1, None
       if os.path.exists(label_path):

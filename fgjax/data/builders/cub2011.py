@@ -43,12 +43,10 @@ the ``CUB_200_2011`` folder itself. With nothing there the archive is downloaded
 
 from __future__ import annotations
 
-import io
 import os
 
 import numpy as np
 import tensorflow_datasets as tfds
-from PIL import Image
 
 from fgjax.data.builders import archives, common
 
@@ -165,10 +163,9 @@ class Cub2011(common.BuilderBase, skip_registration=True):
 
   def _generate_examples(self, records):
     for r in records:
-      data = self.images.read(r['path'])
+      data, size = self.images.read_sized(r['path'])
       if data is not None:
-        with Image.open(io.BytesIO(data)) as im:
-          w, h = im.size
+        h, w = size
         x, y, bw, bh = r['box']
         bbox = np.clip([y / h, x / w, (y + bh) / h, (x + bw) / w], 0.0, 1.0)
         p = r['parts']

@@ -1,27 +1,17 @@
-"""B-CNN [D,M] on Market-1501 (re-identification; 448x224 input), evaluated by CMC and mAP (eval.protocol='reid').
+"""B-CNN [D,M] re-identification on Market-1501 (448x224 input) (fgjax.default_config.bcnn_dm_reid_recipe).
 
 python -m fgjax.data.prepare market1501 --manual_dir=DIR          # once (README "Datasets")
 python -m fgjax.train --config=configs/market1501_bcnn.py --workdir=DIR \
   --config.model.backbone_a_pretrained=WEIGHTS/vgg16 --config.model.backbone_b_pretrained=WEIGHTS/vggm
-
-Training classifies the training identities; evaluation ranks the gallery for every query with the
-l2-normalised bilinear feature. Both streams are projected to 64 channels first (1x1 conv), so the
-feature has 64*64 = 4096 dimensions instead of 512*512 = 262,144 (the gallery's features are held on
-the host for ranking).
 """
 
-from fgjax.default_config import bcnn_dm_recipe, get_base_config
+from fgjax.default_config import bcnn_dm_reid_recipe, get_base_config
 
 
 def get_config():
-  c = bcnn_dm_recipe(get_base_config())
+  c = bcnn_dm_reid_recipe(get_base_config(), query_split='query', gallery_split='gallery')
   c.dataset.name = 'market1501'
   c.dataset.train_split = 'train'
-  c.dataset.eval_split = 'query'
-  c.model.proj_dim_a = c.model.proj_dim_b = 64
   c.dataset.image_size, c.dataset.image_width = 448, 224  # people are tall: 448 x 224
   c.dataset.resize_size, c.dataset.resize_width = 454, 234  # room for the +-3 / +-5 px shifts
-  c.eval.protocol = 'reid'
-  c.eval.query_split = 'query'
-  c.eval.gallery_split = 'gallery'
   return c

@@ -1,25 +1,15 @@
-"""B-CNN [D,M] on VIPeR split 0 of 10 (316/316 identities; re-identification), evaluated by CMC and mAP (eval.protocol='reid').
+"""B-CNN [D,M] re-identification on VIPeR split 0 of 10 (316/316 identities) (fgjax.default_config.bcnn_dm_reid_recipe).
 
 python -m fgjax.data.prepare viper --manual_dir=DIR          # once (README "Datasets")
 python -m fgjax.train --config=configs/viper_bcnn.py --workdir=DIR \
   --config.model.backbone_a_pretrained=WEIGHTS/vgg16 --config.model.backbone_b_pretrained=WEIGHTS/vggm
-
-Training classifies the training identities; evaluation ranks the gallery for every query with the
-l2-normalised bilinear feature. Both streams are projected to 64 channels first (1x1 conv), so the
-feature has 64*64 = 4096 dimensions instead of 512*512 = 262,144 (the gallery's features are held on
-the host for ranking).
 """
 
-from fgjax.default_config import bcnn_dm_recipe, get_base_config
+from fgjax.default_config import bcnn_dm_reid_recipe, get_base_config
 
 
 def get_config():
-  c = bcnn_dm_recipe(get_base_config())
+  c = bcnn_dm_reid_recipe(get_base_config(), query_split='split0_query', gallery_split='split0_gallery')
   c.dataset.name = 'viper'
   c.dataset.train_split = 'split0_train'
-  c.dataset.eval_split = 'split0_query'
-  c.model.proj_dim_a = c.model.proj_dim_b = 64
-  c.eval.protocol = 'reid'
-  c.eval.query_split = 'split0_query'
-  c.eval.gallery_split = 'split0_gallery'
   return c

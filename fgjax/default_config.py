@@ -161,3 +161,19 @@ def bcnn_dm_recipe(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.train.checkpoint_every_steps = 500
   c.eval.batch_size = 32
   return c
+
+
+def bcnn_dm_reid_recipe(c: ml_collections.ConfigDict, query_split: str,
+                        gallery_split: str) -> ml_collections.ConfigDict:
+  """`bcnn_dm_recipe` for re-identification: identity classification in training, CMC and mAP
+  between `query_split` and `gallery_split` in evaluation (eval.protocol='reid').
+
+  Both streams are projected to 64 channels first (1x1 conv), so the ranking feature has
+  64*64 = 4096 dimensions instead of 512*512 = 262,144 (the gallery's features are ranked on host).
+  """
+  c = bcnn_dm_recipe(c)
+  c.model.proj_dim_a = c.model.proj_dim_b = 64
+  c.dataset.eval_split = query_split
+  c.eval.protocol = 'reid'
+  c.eval.query_split, c.eval.gallery_split = query_split, gallery_split
+  return c

@@ -40,18 +40,7 @@ STD = np.array([0.229, 0.224, 0.225], np.float32)
 def make(arch: str) -> None:
   torch.manual_seed(0)
   model = getattr(torchvision.models, arch)(weights=None)
-  state = model.state_dict()
-  names, shapes = sw.names_and_shapes(state)
-  new_state = {name: torch.from_numpy(sw.seeded_tensor(name, tuple(v.shape), SEED))
-               for name, v in state.items()}
-  model.load_state_dict(new_state, strict=True)
-  for name, v in model.state_dict().items():  # every tensor really replaced
-    assert np.array_equal(v.numpy(), new_state[name].numpy()), name
-  model.eval()
-
-  images = sw.seeded_images(SEED, INPUT_SHAPE)
-  x = (images / 255.0 - MEAN) / STD
-  x = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2), np.float32))
+  names, shapes, x = sw.seed_torch_model(model, SEED, MEAN, STD, INPUT_SHAPE)
   with torch.no_grad():
     relu5 = model.features[:-1](x)  # everything but pool5
     logits = model(x)

@@ -58,3 +58,21 @@ def names_and_shapes(state_dict) -> tuple[np.ndarray, np.ndarray]:
 
 def unpad_shapes(shapes: np.ndarray) -> list[tuple[int, ...]]:
   return [tuple(int(s) for s in row if s >= 0) for row in shapes]
+
+
+def seed_torch_model(model, seed: int, mean, std, input_shape):
+  """(fixture scripts only; needs torch) Replace every tensor of `model`'s state_dict by its seeded
+  value, check that each was replaced, switch to eval mode, and return (names, shapes, x) where x
+  is the seeded NHWC input normalised with mean/std (RGB, [0, 1] scale) as an NCHW torch tensor."""
+  import torch  # pylint: disable=g-import-not-at-top
+  state = model.state_dict()
+  names, shapes = names_and_shapes(state)
+  new_state = {name: torch.from_numpy(seeded_tensor(name, tuple(v.shape), seed))
+               for name, v in state.items()}
+  model.load_state_dict(new_state, strict=True)
+  for name, v in model.state_dict().items():  # every tensor really replaced
+    assert np.array_equal(v.numpy(), new_state[name].numpy()), name
+  model.eval()
+  x = (seeded_images(seed, input_shape) / 255.0 - np.asarray(mean)) / np.asarray(std)
+  x = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2), np.float32))
+  return names, shapes, x

@@ -10,11 +10,11 @@ import tarfile
 import numpy as np
 import pytest
 import scipy.io
-import tensorflow_datasets as tfds
 from PIL import Image
 
 from fgjax.data.builders import common
 from fgjax.data.builders.cars196 import Cars196
+import builder_testing  # tests/data/builders/builder_testing.py (same directory)
 
 CLASS_NAMES = ['AM General Hummer SUV 2000', 'Acura RL Sedan 2012', 'Acura TL Sedan 2012',
                'Acura TL Type-S 2008']
@@ -73,12 +73,7 @@ def write_cars(root):
 
 
 def build(manual, data_dir):
-  Cars196(data_dir=data_dir).download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
-  builder = Cars196(data_dir=data_dir)
-  sources = builder.as_data_source()
-  rows = {s: [sources[s][i] for i in range(len(sources[s]))] for s in SPLITS}
-  return builder, {s: {int(e['image_id']): e for e in rows[s]} for s in SPLITS}
+  return builder_testing.build_by_image_id(Cars196, manual, data_dir, SPLITS)
 
 
 @pytest.fixture(scope='module')

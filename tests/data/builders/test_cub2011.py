@@ -9,11 +9,11 @@ import tarfile
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 from PIL import Image
 
 from fgjax.data.builders import common
 from fgjax.data.builders.cub2011 import Cub2011
+import builder_testing  # tests/data/builders/builder_testing.py (same directory)
 
 CLASSES = ['001.Black_footed_Albatross', '002.Laysan_Albatross', '003.Sooty_Albatross',
            '004.Groove_billed_Ani']
@@ -99,12 +99,7 @@ def write_cub(root, attributes_at='top'):
 
 
 def build(manual, data_dir):
-  Cub2011(data_dir=data_dir).download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
-  builder = Cub2011(data_dir=data_dir)  # read back as the pipeline does
-  sources = builder.as_data_source()
-  rows = {s: [sources[s][i] for i in range(len(sources[s]))] for s in SPLITS}
-  return builder, {s: {int(e['image_id']): e for e in rows[s]} for s in SPLITS}
+  return builder_testing.build_by_image_id(Cub2011, manual, data_dir, SPLITS)
 
 
 @pytest.fixture(scope='module')

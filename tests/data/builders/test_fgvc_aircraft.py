@@ -9,11 +9,11 @@ import tarfile
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 from PIL import Image
 
 from fgjax.data.builders import common
 from fgjax.data.builders.fgvc_aircraft import FgvcAircraft
+import builder_testing  # tests/data/builders/builder_testing.py (same directory)
 
 VARIANTS = ['707-320', 'A300B4', 'F/A-18', 'Falcon 2000']
 # name: (variant, (W, H) with the 20-pixel banner, box xmin ymin xmax ymax 1-based inclusive)
@@ -58,12 +58,7 @@ def write_aircraft(root):
 
 
 def build(manual, data_dir):
-  FgvcAircraft(data_dir=data_dir).download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
-  builder = FgvcAircraft(data_dir=data_dir)
-  sources = builder.as_data_source()
-  rows = {s: [sources[s][i] for i in range(len(sources[s]))] for s in SPLITS}
-  return builder, {s: {int(e['image_id']): e for e in rows[s]} for s in SPLITS}
+  return builder_testing.build_by_image_id(FgvcAircraft, manual, data_dir, SPLITS)
 
 
 @pytest.fixture(scope='module')

@@ -1,6 +1,9 @@
 """Orbax checkpoints in the workdir, and `init_from` weight loading.
 
-Layout: WORKDIR/checkpoints/<step>/{state, meta}. `state` is the TrainState pytree (params,
+Layout: WORKDIR/checkpoints/<step>/{state, meta}. Orbax writes each step into a temporary directory
+and renames it when complete, so a crash mid-save never leaves a partial `<step>`; a checkpoint
+that is unreadable anyway (a torn copy, a disk error) is moved to `torn_<step>` by the trainer, which
+then resumes from the previous one. `state` is the TrainState pytree (params,
 batch_stats, opt_state, step, rng key data); `meta` is JSON: step, data_position (global batches
 consumed by the input pipeline), stage index and name. A rerun with the same workdir restores the
 latest step and continues exactly where it stopped.
@@ -18,13 +21,23 @@ import orbax.checkpoint as ocp
 from fgjax.optim import path_str
 
 
+class CheckpointError(RuntimeError):
+  pass
+
+
+class CheckpointMismatchError(CheckpointError):
+  """The checkpoint's arrays do not fit the model built from the config (not a torn file)."""
+
+
 class Checkpoints:
   """Thin wrapper over `ocp.CheckpointManager` with a `state` item and a JSON `meta` item."""
 
   def __init__(self, workdir: str, max_to_keep: int = 2):
     self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
     self._manager = ocp.CheckpointManager(
-        self.directory, item_names=('state', 'meta'),
+        self.directory,
+        item_handlers={'state': ocp.StandardCheckpointHandler(),
+                       'meta': ocp.JsonCheckpointHandler()},
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
 
   def latest_step(self) -> int | None:
@@ -34,20 +47,64 @@ class Checkpoints:
     return dict(self._manager.restore(step, args=ocp.args.Composite(
         meta=ocp.args.JsonRestore()))['meta'])
 
+  def all_steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
+  def check_structure(self, step: int, abstract_state) -> None:
+    """Raise CheckpointMismatchError naming every path whose presence or shape differs."""
+    metadata = self._manager.item_metadata(step)['state']
+    if metadata is None:
+      raise KeyError(f'checkpoint {step} has no readable `state` metadata')
+    stored = _flatten(metadata.tree)
+    wanted = _flatten(abstract_state)
+    lines = [f'  in the model, not in the checkpoint: {k}' for k in sorted(set(wanted) - set(stored))]
+    lines += [f'  in the checkpoint, not in the model: {k}' for k in sorted(set(stored) - set(wanted))]
+    lines += [f'  shape {k}: checkpoint {tuple(stored[k].shape)} vs model {tuple(wanted[k].shape)}'
+              for k in sorted(set(stored) & set(wanted))
+              if tuple(stored[k].shape) != tuple(wanted[k].shape)]
+    if lines:
+      raise CheckpointMismatchError(
+          f'checkpoint {self.directory}/{step} does not match the model built from this config:\n'
+          + '\n'.join(lines))
+
   def restore_state(self, step: int, abstract_state):
     """Restore the state at `step` into the structure/shardings of `abstract_state`."""
+    self.check_structure(step, abstract_state)
     target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
     return self._manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(target)))['state']
 
+  def quarantine(self, step: int) -> str:
+    """Move an unreadable step out of the way (to torn_<step>[_n]); returns the new path."""
+    src = os.path.join(self.directory, str(step))
+    dst, n = os.path.join(self.directory, f'torn_{step}'), 1
+    while os.path.exists(dst):
+      dst, n = os.path.join(self.directory, f'torn_{step}_{n}'), n + 1
+    os.rename(src, dst)
+    self._manager.reload()
+    return dst
+
   def save(self, step: int, state, meta: dict) -> None:
     if step in self._manager.all_steps():
       return
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+    try:
+      self._manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+    except OSError as e:
+      raise self._write_error(step, e) from e
 
   def wait(self) -> None:
-    self._manager.wait_until_finished()
+    try:
+      self._manager.wait_until_finished()
+    except OSError as e:
+      raise self._write_error(None, e) from e
+
+  def _write_error(self, step, e) -> CheckpointError:
+    latest = self._manager.latest_step()
+    return CheckpointError(
+        f'could not write checkpoint {step if step is not None else "(async)"} to '
+        f'{self.directory}: {type(e).__name__}: {e}. The latest complete checkpoint is '
+        f'{latest}; fix the problem (e.g. free disk space) and rerun to resume from it.')
 
   def close(self) -> None:
     self._manager.close()

@@ -77,6 +77,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.train.eval_every_steps = 0  # 0: evaluate only at the end
   c.train.checkpoint_every_steps = 500
   c.train.max_checkpoints_to_keep = 2
+  # A non-finite loss or gradient stops training (naming the step, keeping the last good
+  # checkpoint); True skips such steps instead (no update) and counts them.
+  c.train.skip_nonfinite_steps = False
+  c.train.allow_config_change = False  # resume a workdir whose config.json differs (see trainer)
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 64  # global; the last batch is padded and masked, nothing is dropped
   c.eval.flip_tta = False  # average the predictions of the image and its horizontal flip

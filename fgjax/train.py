@@ -2,12 +2,18 @@
 
 Rerunning the same command with the same workdir resumes from the latest checkpoint. Writes
 WORKDIR/{config.json, metrics.jsonl, metrics.json, tensorboard/, checkpoints/}.
+
+Exit codes: 0 done, or stopped by SIGTERM after writing a checkpoint (rerun to resume); 1 a
+non-finite loss/gradient or a checkpoint that could not be written; 2 a config, workdir or dataset
+problem found before training (the message says what to change).
 """
+
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from fgjax import trainer
+from fgjax import checkpoint, trainer
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (get_config()).',
                                           lock_config=True)
@@ -20,7 +26,14 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   if not flags.FLAGS['verbosity'].present:  # keep library INFO logs (orbax, jax) out of the way
     logging.set_verbosity(logging.WARNING)
-  trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  try:
+    trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except trainer.ConfigError as e:  # config / workdir / dataset problems: the message says what to do
+    print(f'ERROR: {e}', file=sys.stderr, flush=True)
+    sys.exit(2)
+  except (trainer.NonFiniteError, checkpoint.CheckpointError) as e:
+    print(f'ERROR: {e}', file=sys.stderr, flush=True)
+    sys.exit(1)
 
 
 if __name__ == '__main__':

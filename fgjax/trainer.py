@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import threading
 import time
 from typing import Any
 
@@ -33,6 +35,16 @@ class TrainState:
   batch_stats: Any
   opt_state: Any
   rng: jax.Array  # raw key data (uint32), so checkpoints hold plain arrays
+  first_nonfinite: jax.Array  # int32: first step whose loss or gradient was not finite, -1 if none
+  num_skipped: jax.Array  # int32: steps skipped as non-finite (train.skip_nonfinite_steps)
+
+
+class NonFiniteError(FloatingPointError):
+  pass
+
+
+class ConfigError(ValueError):
+  """A config, workdir or dataset problem found before training (printed without a traceback)."""
 
 
 def _variables(params, batch_stats) -> dict:
@@ -49,7 +61,9 @@ def _init_fn(exp: experiment_lib.Experiment, tx: optax.GradientTransformation):
     params = variables['params']
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params),
-                      rng=jax.random.key_data(k_train))
+                      rng=jax.random.key_data(k_train),
+                      first_nonfinite=jnp.full((), -1, jnp.int32),
+                      num_skipped=jnp.zeros((), jnp.int32))
   return init
 
 
@@ -80,11 +94,21 @@ def make_train_step(exp: experiment_lib.Experiment, tx: optax.GradientTransforma
       return loss, (extra, updates)
 
     (loss, (extra, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    grad_norm = optax.tree.norm(grads)
     step_updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    new = (optax.apply_updates(state.params, step_updates),
+           updates.get('batch_stats', state.batch_stats), opt_state)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    if config.train.skip_nonfinite_steps:  # keep the previous params/stats/optimizer state
+      old = (state.params, state.batch_stats, state.opt_state)
+      new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    step = state.step + 1
     new_state = state.replace(
-        step=state.step + 1, params=optax.apply_updates(state.params, step_updates),
-        batch_stats=updates.get('batch_stats', state.batch_stats), opt_state=opt_state)
-    return new_state, {'loss': loss, **extra, 'grad_norm': optax.tree.norm(grads)}
+        step=step, params=new[0], batch_stats=new[1], opt_state=new[2],
+        first_nonfinite=jnp.where((state.first_nonfinite < 0) & ~finite, step,
+                                  state.first_nonfinite),
+        num_skipped=state.num_skipped + (~finite).astype(jnp.int32))
+    return new_state, {'loss': loss, **extra, 'grad_norm': grad_norm}
 
   rep, data = sharding.replicated(exp.mesh), sharding.batch_sharded(exp.mesh)
   return jax.jit(train_step, in_shardings=(rep, data), out_shardings=(rep, rep),
@@ -99,23 +123,81 @@ class _Run:
     self.is_main = jax.process_index() == 0
     self.ckpts = ckpt_lib.Checkpoints(workdir, exp.config.train.max_checkpoints_to_keep)
     self.writer = writers.MetricWriter(workdir, active=self.is_main)
+    self.preempted = False  # set by SIGTERM (see _on_sigterm)
+
+  def _on_sigterm(self, signum, frame):  # pylint: disable=unused-argument
+    self.preempted = True
+
+  def catch_sigterm(self):
+    """Install the SIGTERM handler (main thread only); returns a function restoring the old one."""
+    if threading.current_thread() is not threading.main_thread():
+      return lambda: None
+    previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+  def check_finite(self, state) -> None:
+    """Stop (unless skipping) once any step so far had a non-finite loss or gradient."""
+    bad = int(state.first_nonfinite)
+    if bad >= 0 and not self.exp.config.train.skip_nonfinite_steps:
+      self.ckpts.wait()
+      raise NonFiniteError(
+          f'non-finite loss or gradient at step {bad}: training stopped without saving this '
+          f'state; the last good checkpoint is step {self.ckpts.latest_step()} in '
+          f'{self.ckpts.directory}. Lower the learning rate or set '
+          'config.train.skip_nonfinite_steps=True to skip such steps.')
 
   def save(self, state, stage, position):
+    self.check_finite(state)  # never checkpoint a state that saw a non-finite step
     step = int(state.step)
     self.ckpts.save(step, state, {'step': step, 'data_position': position,
-                                  'stage': stage.index, 'stage_name': stage.name})
+                                  'stage': stage.index, 'stage_name': stage.name,
+                                  'skipped_nonfinite_steps': int(state.num_skipped)})
+
+
+# Fields that may change between a run and its resumption without changing what is computed.
+RESUMABLE_CHANGES = ('train.log_every_steps', 'train.eval_every_steps',
+                     'train.checkpoint_every_steps', 'train.max_checkpoints_to_keep',
+                     'train.allow_config_change', 'dataset.num_threads', 'dataset.prefetch',
+                     'dataset.data_dir', 'dataset.manual_dir', 'eval.batch_size')
+
+
+def _flat_json(tree, prefix=''):
+  if isinstance(tree, dict):
+    out = {}
+    for k, v in tree.items():
+      out.update(_flat_json(v, f'{prefix}{k}.'))
+    return out
+  return {prefix[:-1]: tree}
+
+
+def _check_writable(workdir: str) -> None:
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, f'.write_probe_{os.getpid()}')
+    with open(probe, 'w') as f:
+      f.write('ok')
+    os.remove(probe)
+  except OSError as e:
+    raise ConfigError(f'workdir {workdir} is not writable: {type(e).__name__}: {e}') from e
 
 
 def _write_config(config, workdir, log) -> None:
+  """Save config.json; refuse to resume a workdir whose saved config differs (see ConfigError)."""
   path = os.path.join(workdir, 'config.json')
   new = json.loads(config.to_json_best_effort())
   if os.path.exists(path):
     with open(path) as f:
-      old = json.load(f)
-    if old != new:
-      diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-      log(f'WARNING: {path} differs from this run\'s config in {diff}; resuming anyway and '
-          'overwriting config.json')
+      old_flat, new_flat = _flat_json(json.load(f)), _flat_json(new)
+    diff = sorted(k for k in set(old_flat) | set(new_flat)
+                  if old_flat.get(k) != new_flat.get(k) and k not in RESUMABLE_CHANGES)
+    if diff and not config.train.allow_config_change:
+      lines = '\n'.join(f'  {k}: {old_flat.get(k, "<absent>")!r} -> {new_flat.get(k, "<absent>")!r}'
+                        for k in diff)
+      raise ConfigError(f'{path} was written by a run with a different config:\n{lines}\nUse '
+                        'another --workdir, or set config.train.allow_config_change=True to '
+                        'resume anyway.')
+    if diff:
+      log(f'WARNING: resuming {workdir} with a changed config ({", ".join(diff)})')
   with open(path, 'w') as f:
     json.dump(new, f, indent=2, sort_keys=True)
 
@@ -138,10 +220,21 @@ def _restore_or_init(run: _Run):
           f'{len(report["skipped"])} ({", ".join(report["skipped"]) or "-"}), unused in source: '
           f'{len(report["unused"])}')
     return state, 0, 0
-  state, meta = restore(exp, run.ckpts, latest)
-  log(f'resumed from {run.ckpts.directory}/{latest}: step {latest}, stage '
-      f'{meta["stage_name"]!r}, data position {meta["data_position"]}')
-  return state, meta['stage'], meta['data_position']
+  for step in reversed(run.ckpts.all_steps()):
+    try:
+      state, meta = restore(exp, run.ckpts, step)
+    except ckpt_lib.CheckpointMismatchError:
+      raise
+    except (OSError, KeyError, ValueError) as e:  # torn / unreadable files (not code errors)
+      moved = run.ckpts.quarantine(step)
+      log(f'WARNING: checkpoint {step} is unreadable ({type(e).__name__}: {str(e)[:200]}); '
+          f'moved it to {moved} and trying the previous one')
+      continue
+    log(f'resumed from {run.ckpts.directory}/{step}: step {step}, stage '
+        f'{meta["stage_name"]!r}, data position {meta["data_position"]}')
+    return state, meta['stage'], meta['data_position']
+  log('WARNING: no readable checkpoint left; starting from scratch')
+  return _restore_or_init(run)
 
 
 def _load_into(exp, state: TrainState, path: str, skip: tuple[str, ...], into: str):
@@ -181,6 +274,8 @@ def _train_stage(run: _Run, stage: optim.Stage, state: TrainState, position: int
     if step % cfg.log_every_steps == 0 or step == stage.end_step:
       scalars = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
       scalars['lr'] = float(lr_fn(step - stage.start_step - 1))
+      scalars['skipped_nonfinite'] = float(state.num_skipped)
+      run.check_finite(state)
       line, rate = progress.line(step, scalars)
       log(line)
       run.writer.write(step, {**scalars, 'img_per_s': rate}, 'train')
@@ -191,13 +286,35 @@ def _train_stage(run: _Run, stage: optim.Stage, state: TrainState, position: int
       progress.reset_clock(step)
     if step % cfg.checkpoint_every_steps == 0 or step == stop_after_steps:
       run.save(state, stage, position)
-    if step == stop_after_steps:
+    if step == stop_after_steps or run.preempted:
+      if run.preempted:
+        run.save(state, stage, position)
       run.ckpts.wait()
-      log(f'stopped after step {step} (stop_after_steps); rerun to resume')
+      why = 'SIGTERM (preemption)' if run.preempted else 'stop_after_steps'
+      log(f'stopped after step {step} ({why}): checkpoint written to {run.ckpts.directory}; '
+          'rerun the same command to resume')
       return state, position, True
     if step >= stage.end_step:
       return state, position, False
     batch = next(batches)
+
+
+def _train_stages(run: _Run, state: TrainState, state_stage: int, position: int, batches,
+                  progress, eval_step, stop_after_steps):
+  """Every remaining stage; (state, position) at the end, or None when stopped early."""
+  exp = run.exp
+  for stage in exp.stages:
+    if int(state.step) >= stage.end_step:
+      continue
+    if stage.index != state_stage:  # a new stage starts with a fresh optimizer state
+      state = state.replace(opt_state=jax.jit(exp.optimizer(stage).init, out_shardings=(
+          sharding.replicated(exp.mesh)))(state.params))
+      state_stage = stage.index
+    state, position, stopped = _train_stage(run, stage, state, position, batches, progress,
+                                            eval_step, stop_after_steps)
+    if stopped:
+      return None
+  return state, position
 
 
 def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = None,
@@ -210,9 +327,12 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
   """
   is_main = jax.process_index() == 0
   log = log or ((lambda msg: print(msg, flush=True)) if is_main else (lambda msg: None))
-  exp = experiment_lib.setup(config, mesh=mesh, log=log)
-  workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
+  try:
+    exp = experiment_lib.setup(config, mesh=mesh, log=log)
+  except FileNotFoundError as e:  # e.g. dataset files missing: the message says what to do
+    raise ConfigError(str(e)) from e
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  _check_writable(workdir)
   if is_main:
     _write_config(config, workdir, log)
   run = _Run(exp, workdir, log)
@@ -231,17 +351,15 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
   progress = writers.Progress(exp.total_steps, cfg.global_batch_size, exp.steps_per_epoch,
                               int(state.step))
   eval_step = evaluation.make_eval_step(exp)
-  for stage in exp.stages:
-    if int(state.step) >= stage.end_step:
-      continue
-    if stage.index != state_stage:  # a new stage starts with a fresh optimizer state
-      state = state.replace(opt_state=jax.jit(exp.optimizer(stage).init, out_shardings=(
-          sharding.replicated(exp.mesh)))(state.params))
-      state_stage = stage.index
-    state, position, stopped = _train_stage(run, stage, state, position, batches, progress,
-                                            eval_step, stop_after_steps)
-    if stopped:
-      return None
+  restore_sigterm = run.catch_sigterm()
+  try:
+    stopped = _train_stages(run, state, state_stage, position, batches, progress, eval_step,
+                            stop_after_steps)
+  finally:
+    restore_sigterm()
+  if stopped is None:
+    return None
+  state, position = stopped
   step = int(state.step)
   run.save(state, exp.stages[-1], position)
   run.ckpts.wait()

@@ -100,6 +100,10 @@ class Checkpoints:
       raise self._write_error(None, e) from e
 
   def _write_error(self, step, e) -> CheckpointError:
+    try:  # let earlier, healthy saves finish so that "latest" is complete on disk
+      self._manager.wait_until_finished()
+    except OSError:
+      pass
     latest = self._manager.latest_step()
     return CheckpointError(
         f'could not write checkpoint {step if step is not None else "(async)"} to '

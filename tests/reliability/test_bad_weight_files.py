@@ -55,3 +55,21 @@ def test_unknown_format_and_missing_file(tmp_path):
     pretrained.load_source('alexnet', str(tmp_path / 'w.h5'))
   with pytest.raises(ValueError, match='MatConvNet .mat'):
     pretrained.load_source('vggm', str(tmp_path / 'w.h5'))
+
+
+def test_wrong_shapes_are_refused_and_nothing_is_written(tmp_path):
+  """A torchvision-named file whose tensor has the wrong shape: one error naming it, no output."""
+  import sys  # pylint: disable=g-import-not-at-top
+  sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), 'parity'))
+  import seeded_weights  # pylint: disable=g-import-not-at-top
+  fixture = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'fixtures',
+                         'torchvision_vgg16.npz')
+  with np.load(fixture, allow_pickle=False) as f:
+    state = seeded_weights.seeded_state_dict(f['names'], seeded_weights.unpad_shapes(f['shapes']),
+                                             int(f['seed']))
+  state['features.0.weight'] = state['features.0.weight'][:, :2]  # 2 input channels, not 3
+  np.savez(tmp_path / 'vgg16.npz', **state)
+  from fgjax.models.backbones.convert import ConversionError  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ConversionError, match=r'features\.0\.weight'):
+    pretrained.convert('vgg16', str(tmp_path / 'vgg16.npz'), str(tmp_path / 'out'))
+  assert not os.path.exists(tmp_path / 'out' / 'weights')

@@ -81,6 +81,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   # checkpoint); True skips such steps instead (no update) and counts them.
   c.train.skip_nonfinite_steps = False
   c.train.allow_config_change = False  # resume a workdir whose config.json differs (see trainer)
+  # Multi-process runs agree every N steps whether any process got SIGTERM, then all checkpoint
+  # and stop at the same step.
+  c.train.preemption_sync_every_steps = 10
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 64  # global; the last batch is padded and masked, nothing is dropped
   c.eval.flip_tta = False  # average the predictions of the image and its horizontal flip

@@ -9,11 +9,11 @@ WORKDIR/metrics_<split>.json for another split, and prints the metrics as JSON.
 import json
 import os
 
-from absl import app, flags, logging
+from absl import app, flags
 import jax
 from ml_collections import config_flags
 
-from fgjax import checkpoint, evaluation, experiment, trainer
+from fgjax import checkpoint, cli, evaluation, experiment, trainer
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file of the run.',
                                           lock_config=True)
@@ -43,8 +43,7 @@ def evaluate_latest(config, workdir: str, split: str | None = None) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  if not flags.FLAGS['verbosity'].present:  # keep library INFO logs (orbax, jax) out of the way
-    logging.set_verbosity(logging.WARNING)
+  cli.start()
   print(json.dumps(evaluate_latest(_CONFIG.value, _WORKDIR.value, _SPLIT.value)), flush=True)
 
 

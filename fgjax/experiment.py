@@ -77,6 +77,23 @@ def _check_geometry(d) -> None:
                        f'the input {axis} plus padding-free shifts ({needed})')
 
 
+def _prepare_once(cfg, log):
+  """Process 0 builds the dataset files while the others wait; then every process opens them.
+
+  Process 0 reaches the barrier even when preparing fails, so the others fail the same way (e.g.
+  missing files) instead of waiting forever.
+  """
+  if jax.process_count() == 1:
+    return datasets.prepare(cfg, log=log)
+  if jax.process_index() == 0:
+    try:
+      return datasets.prepare(cfg, log=log)
+    finally:
+      sharding.barrier('fgjax-dataset-prepared')
+  sharding.barrier('fgjax-dataset-prepared')
+  return datasets.prepare(cfg, log=lambda m: None)
+
+
 def setup(config: ml_collections.ConfigDict, mesh=None, log=print) -> Experiment:
   """Validate `config`, prepare the dataset, build the model (abstractly). No compilation."""
   method = methods.get(config.method)
@@ -89,7 +106,7 @@ def setup(config: ml_collections.ConfigDict, mesh=None, log=print) -> Experiment
   _check_geometry(d)
   method.check_config(config)
 
-  builder, meta = datasets.prepare(config.dataset, log=log)
+  builder, meta = _prepare_once(config.dataset, log)
   meta.check_split(config.dataset.train_split, 'config.dataset.train_split')
   meta.check_split(config.dataset.eval_split, 'config.dataset.eval_split')
   missing = [k for k in method.batch_keys if k not in meta.features]

@@ -2,12 +2,16 @@
 
 Params and optimizer state are replicated, batches are sharded on their leading axis. Each process
 feeds only its own rows; `jax.make_array_from_process_local_data` assembles the global array.
-Multi-host initialisation (`jax.distributed.initialize`) is added by the scale-out work; on one
-host this module needs nothing else.
+
+Multi-host: `initialize()` calls `jax.distributed.initialize()` (JAX's own multi-process runtime)
+before any other JAX use: with explicit coordinator / process count / process id (bare clusters,
+launch/local_multiprocess.sh), or with no arguments under SLURM (one task per process) and on Cloud
+TPU VMs, where JAX reads the cluster from the environment.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 
 import jax
@@ -15,6 +19,49 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = 'data'
+
+
+def _cluster_detected() -> str | None:
+  if int(os.environ.get('SLURM_NTASKS', '1')) > 1 and 'SLURM_PROCID' in os.environ:
+    return 'SLURM'
+  if os.environ.get('TPU_WORKER_HOSTNAMES') or os.environ.get('CLOUD_TPU_TASK_ID'):
+    return 'Cloud TPU'
+  return None
+
+
+def initialize(mode: str = 'auto', coordinator_address: str | None = None,
+               num_processes: int | None = None, process_id: int | None = None,
+               local_device_count: int | None = None) -> str:
+  """Start JAX's multi-process runtime if asked or detected; returns what was done.
+
+  mode: 'off' (single process), 'on' (always; explicit arguments or JAX's cluster detection),
+  'auto' ('on' when coordinator_address is given or SLURM / Cloud TPU is detected).
+  local_device_count: fake CPU devices per process (testing and debugging on one machine).
+  """
+  if mode not in ('auto', 'on', 'off'):
+    raise ValueError(f"distributed mode must be 'auto', 'on' or 'off', got {mode!r}")
+  if local_device_count:
+    jax.config.update('jax_num_cpu_devices', int(local_device_count))
+  cluster = _cluster_detected()
+  if mode == 'off' or (mode == 'auto' and coordinator_address is None and cluster is None):
+    return 'single process'
+  kwargs = {}
+  if coordinator_address is not None:
+    if num_processes is None or process_id is None:
+      raise ValueError('--coordinator_address needs --num_processes and --process_id')
+    kwargs = dict(coordinator_address=coordinator_address, num_processes=num_processes,
+                  process_id=process_id)
+  jax.distributed.initialize(**kwargs)
+  return (f'jax.distributed: process {jax.process_index()} of {jax.process_count()} '
+          f'({cluster or "explicit coordinator"}), {jax.local_device_count()} local / '
+          f'{jax.device_count()} global devices')
+
+
+def barrier(name: str) -> None:
+  """Wait until every process reaches this point (no-op on one process)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(name)
 
 
 def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
@@ -58,3 +105,11 @@ def to_host(x: jax.Array) -> np.ndarray:
     return np.asarray(x)
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def any_process(flag: bool) -> bool:
+  """True on every process if `flag` is True on any (a small all-gather; one process: `flag`)."""
+  if jax.process_count() == 1:
+    return bool(flag)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return bool(np.max(multihost_utils.process_allgather(np.int32(bool(flag)))))

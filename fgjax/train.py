@@ -10,10 +10,10 @@ problem found before training (the message says what to change).
 
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-from fgjax import checkpoint, trainer
+from fgjax import checkpoint, cli, trainer
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (get_config()).',
                                           lock_config=True)
@@ -24,8 +24,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  if not flags.FLAGS['verbosity'].present:  # keep library INFO logs (orbax, jax) out of the way
-    logging.set_verbosity(logging.WARNING)
+  cli.start()
   try:
     trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except trainer.ConfigError as e:  # config / workdir / dataset problems: the message says what to do

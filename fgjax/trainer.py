@@ -286,7 +286,10 @@ def _train_stage(run: _Run, stage: optim.Stage, state: TrainState, position: int
       progress.reset_clock(step)
     if step % cfg.checkpoint_every_steps == 0 or step == stop_after_steps:
       run.save(state, stage, position)
-    if step == stop_after_steps or run.preempted:
+    if jax.process_count() > 1 and step % cfg.preemption_sync_every_steps == 0:
+      run.preempted = sharding.any_process(run.preempted)  # every process stops at one step
+    if step == stop_after_steps or (run.preempted and (
+        jax.process_count() == 1 or step % cfg.preemption_sync_every_steps == 0)):
       if run.preempted:
         run.save(state, stage, position)
       run.ckpts.wait()

@@ -3,15 +3,18 @@ converted, the others skipped, and each is listed in the dataset's metadata."""
 
 import io
 import os
+import sys
 
 import numpy as np
 import scipy.io
 from PIL import Image
 
 from fgjax import trainer
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), 'data', 'builders'))
+import builder_testing  # noqa: E402  tests/data/builders/builder_testing.py
 from fgjax.data import datasets
 
-FIELDS = ('bbox_x1', 'bbox_y1', 'bbox_x2', 'bbox_y2', 'class', 'fname')
 KINDS = ('gray', 'cmyk', 'alpha', 'corrupt', 'truncated', 'empty', 'pixel')  # files 00017..00023
 
 
@@ -42,23 +45,19 @@ def _write_cars(root):
   # Cars file names are numbers (the builder derives image_id from them)
   entries['train'].update({f'{17 + i:05d}.jpg': bad[k] for i, k in enumerate(KINDS)})
   os.makedirs(os.path.join(root, 'devkit'))
+  annotations = {}
   for split, files in entries.items():
     os.makedirs(os.path.join(root, f'cars_{split}'))
-    ann = np.zeros((1, len(files)), dtype=[(f, 'O') for f in FIELDS])
-    for j, (name, data) in enumerate(sorted(files.items())):
+    for name, data in files.items():
       with open(os.path.join(root, f'cars_{split}', name), 'wb') as f:
         f.write(data)
-      ann[0, j] = (np.uint16(1), np.uint16(1), np.uint16(20), np.uint16(20), np.uint8(1 + j % 2),
-                   name)
-    target = ('devkit/cars_train_annos.mat' if split == 'train'
-              else 'cars_test_annos_withlabels.mat')
-    scipy.io.savemat(os.path.join(root, target), {'annotations': ann})
-    if split == 'test':
-      plain = np.zeros((1, len(files)), dtype=[(f, 'O') for f in FIELDS if f != 'class'])
-      for j in range(len(files)):
-        plain[0, j] = tuple(ann[0, j][f] for f in FIELDS if f != 'class')
-      scipy.io.savemat(os.path.join(root, 'devkit', 'cars_test_annos.mat'),
-                       {'annotations': plain})
+    annotations[split] = {name: (1 + j % 2, (1, 1, 20, 20), None)
+                          for j, name in enumerate(sorted(files))}
+  mat = builder_testing.cars_annotations_mat
+  mat(os.path.join(root, 'devkit', 'cars_train_annos.mat'), annotations['train'])
+  mat(os.path.join(root, 'cars_test_annos_withlabels.mat'), annotations['test'])
+  mat(os.path.join(root, 'devkit', 'cars_test_annos.mat'), annotations['test'],  # no `class`
+      fields=tuple(f for f in builder_testing.CARS_FIELDS if f != 'class'))
   scipy.io.savemat(os.path.join(root, 'devkit', 'cars_meta.mat'),
                    {'class_names': np.array([['car a', 'car b']], dtype=object)})
 

@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 import jax
 import numpy as np
 
+from fgjax.optim import path_str
+
 
 class ConversionError(ValueError):
   pass
@@ -51,11 +53,8 @@ class SourceTensors:
 
 
 def _flat(tree) -> dict[str, tuple[int, ...]]:
-  out = {}
-  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-    name = '/'.join(str(getattr(k, 'key', k)) for k in path)
-    out[name] = tuple(leaf.shape)
-  return out
+  return {path_str(p): tuple(leaf.shape)
+          for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def check_tree(converted: dict, expected: dict, source: str) -> None:

@@ -35,16 +35,7 @@ EXPECTED = {  # image_id: (label, bbox (ymin, xmin, ymax, xmax))
     100004: (0, [3 / 16, 3 / 16, 0.5, 0.5])}
 SPLITS = {'train': [1, 2, 3, 4, 5], 'test': [100001, 100002, 100004],
           'retrieval_train': [1, 3, 5, 100001, 100004], 'retrieval_test': [2, 4, 100002]}
-FIELDS = ('bbox_x1', 'bbox_y1', 'bbox_x2', 'bbox_y2', 'class', 'fname')
-
-
-def _annotations_mat(path, entries, fields=FIELDS):
-  """A 1xN MATLAB struct array `annotations` with the official field names and types."""
-  ann = np.zeros((1, len(entries)), dtype=[(f, 'O') for f in fields])
-  for j, (fname, (c, box, _)) in enumerate(entries.items()):
-    values = dict(zip(FIELDS, [np.uint16(v) for v in box] + [np.uint8(c), fname]))
-    ann[0, j] = tuple(values[f] for f in fields)
-  scipy.io.savemat(path, {'annotations': ann})
+FIELDS = builder_testing.CARS_FIELDS
 
 
 def write_cars(root):
@@ -66,10 +57,10 @@ def write_cars(root):
   os.makedirs(os.path.join(root, 'devkit'), exist_ok=True)
   scipy.io.savemat(os.path.join(root, 'devkit', 'cars_meta.mat'),
                    {'class_names': np.array([CLASS_NAMES], dtype=object)})
-  _annotations_mat(os.path.join(root, 'devkit', 'cars_train_annos.mat'), TRAIN)
-  _annotations_mat(os.path.join(root, 'devkit', 'cars_test_annos.mat'), TEST,
+  builder_testing.cars_annotations_mat(os.path.join(root, 'devkit', 'cars_train_annos.mat'), TRAIN)
+  builder_testing.cars_annotations_mat(os.path.join(root, 'devkit', 'cars_test_annos.mat'), TEST,
                    FIELDS[:4] + FIELDS[5:])  # the devkit's test file has no `class`
-  _annotations_mat(os.path.join(root, 'cars_test_annos_withlabels.mat'), TEST)
+  builder_testing.cars_annotations_mat(os.path.join(root, 'cars_test_annos_withlabels.mat'), TEST)
 
 
 def build(manual, data_dir):

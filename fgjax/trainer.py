@@ -128,6 +128,15 @@ class _Run:
   def _on_sigterm(self, signum, frame):  # pylint: disable=unused-argument
     self.preempted = True
 
+  def preemption_agreed(self, step: int) -> bool:
+    """Whether to stop for SIGTERM after `step`. Several processes decide together (an all-gather
+    every train.preemption_sync_every_steps), so all of them checkpoint the same step."""
+    if jax.process_count() == 1:
+      return self.preempted
+    if step % self.exp.config.train.preemption_sync_every_steps:
+      return False
+    return sharding.any_process(self.preempted)
+
   def catch_sigterm(self):
     """Install the SIGTERM handler (main thread only); returns a function restoring the old one."""
     if threading.current_thread() is not threading.main_thread():
@@ -286,14 +295,12 @@ def _train_stage(run: _Run, stage: optim.Stage, state: TrainState, position: int
       progress.reset_clock(step)
     if step % cfg.checkpoint_every_steps == 0 or step == stop_after_steps:
       run.save(state, stage, position)
-    if jax.process_count() > 1 and step % cfg.preemption_sync_every_steps == 0:
-      run.preempted = sharding.any_process(run.preempted)  # every process stops at one step
-    if step == stop_after_steps or (run.preempted and (
-        jax.process_count() == 1 or step % cfg.preemption_sync_every_steps == 0)):
-      if run.preempted:
+    preempt = run.preemption_agreed(step)
+    if step == stop_after_steps or preempt:
+      if preempt:
         run.save(state, stage, position)
       run.ckpts.wait()
-      why = 'SIGTERM (preemption)' if run.preempted else 'stop_after_steps'
+      why = 'SIGTERM (preemption)' if preempt else 'stop_after_steps'
       log(f'stopped after step {step} ({why}): checkpoint written to {run.ckpts.directory}; '
           'rerun the same command to resume')
       return state, position, True

@@ -23,15 +23,23 @@ PROTOCOL_KEYS = {'classification': ('label',), 'reid': ('identity', 'camera'),
                  'retrieval': ('label',)}
 
 
-def outputs_needed(config) -> tuple[str, ...]:
+def outputs_needed(config, method=None) -> tuple[str, ...]:
   """Which predict_fn outputs the protocol reads (only these leave the devices)."""
-  return ('logits',) if config.eval.protocol == 'classification' else (config.eval.embedding,)
+  if config.eval.protocol != 'classification':
+    return (config.eval.embedding,)
+  return tuple(dict.fromkeys(('logits',) + (method.eval_outputs if method else ())))
+
+
+def batch_keys_needed(config, method=None) -> tuple[str, ...]:
+  """Dataset fields gathered beside the predictions (protocol's + the method's eval extras)."""
+  extra = method.eval_batch_keys if method and config.eval.protocol == 'classification' else ()
+  return tuple(dict.fromkeys(PROTOCOL_KEYS[config.eval.protocol] + tuple(extra)))
 
 
 def make_eval_step(exp):
   """The jitted `(state, batch) -> per-example outputs` (selected predictions + batch ids)."""
-  names = outputs_needed(exp.config)
-  keys = PROTOCOL_KEYS[exp.config.eval.protocol] + ('mask', 'index')
+  names = outputs_needed(exp.config, exp.method)
+  keys = batch_keys_needed(exp.config, exp.method) + ('mask', 'index')
 
   def predict(state, images):
     variables = {'params': state.params}
@@ -54,7 +62,7 @@ def make_eval_step(exp):
 def collect(exp, state, split: str, eval_step) -> dict[str, np.ndarray]:
   """Every example of `split` once, in order: {output or batch key: array}."""
   exp.meta.check_split(split, 'evaluation split')
-  keys = tuple(dict.fromkeys(('image',) + PROTOCOL_KEYS[exp.config.eval.protocol]))
+  keys = tuple(dict.fromkeys(('image',) + batch_keys_needed(exp.config, exp.method)))
   parts = collections.defaultdict(list)
   for batch in pipeline.eval_batches(exp.source(split), exp.config.dataset, keys=keys,
                                      global_batch=exp.config.eval.batch_size, mesh=exp.mesh):
@@ -85,16 +93,24 @@ def evaluate(exp, state, split: str | None = None, eval_step=None) -> dict:
   if cfg.protocol == 'retrieval':
     result = metrics.recall_at_k(out[cfg.embedding], out['label'], ks=tuple(cfg.recall_ks))
     return {'split': split, **result, 'num_examples': int(len(out['label']))}
-  return {'split': split, **metrics.classification_metrics(out['logits'], out['label'])}
+  result = {'split': split, **metrics.classification_metrics(out['logits'], out['label'])}
+  if exp.method.eval_metrics is not None:
+    extra = exp.method.eval_metrics(out, exp.config)
+    clash = sorted(set(extra) & set(result))
+    if clash:
+      raise ValueError(f'method {exp.method.name!r} eval_metrics returned keys {clash} that the '
+                       'classification protocol already reports')
+    result.update(extra)
+  return result
 
 
-def check_config(config, meta) -> None:
+def check_config(config, meta, method=None) -> None:
   """Protocol name, splits and dataset fields exist (called before compiling)."""
   cfg = config.eval
   if cfg.protocol not in PROTOCOL_KEYS:
     raise ValueError(f'config.eval.protocol must be one of {", ".join(PROTOCOL_KEYS)}, got '
                      f'{cfg.protocol!r}')
-  missing = [k for k in PROTOCOL_KEYS[cfg.protocol] if k not in meta.features]
+  missing = [k for k in batch_keys_needed(config, method) if k not in meta.features]
   if missing:
     raise ValueError(f'config.eval.protocol={cfg.protocol!r} needs dataset fields {missing}, '
                      f'which dataset {meta.name!r} does not have')

@@ -4,7 +4,8 @@
 - 'classification': top-1, mean per-class accuracy and loss on `dataset.eval_split`;
 - 'reid': CMC rank-k and mAP (Market-1501 protocol) between `eval.query_split` and
   `eval.gallery_split`, on the method's `eval.embedding` output;
-- 'retrieval': Recall@K within `dataset.eval_split` (class-disjoint retrieval, e.g. CUB 101-200).
+- 'retrieval': Recall@K and NMI (k-means with as many clusters as classes, seeded by config.seed)
+  within `dataset.eval_split` (class-disjoint retrieval, e.g. CUB 101-200).
 Splits are read in order with padded, masked last batches, so every example counts exactly once.
 """
 
@@ -16,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fgjax import metrics, sharding
+from fgjax import methods, metrics, sharding
 from fgjax.data import pipeline
 
 PROTOCOL_KEYS = {'classification': ('label',), 'reid': ('identity', 'camera'),
@@ -30,16 +31,20 @@ def outputs_needed(config, method=None) -> tuple[str, ...]:
   return tuple(dict.fromkeys(('logits',) + (method.eval_outputs if method else ())))
 
 
-def batch_keys_needed(config, method=None) -> tuple[str, ...]:
-  """Dataset fields gathered beside the predictions (protocol's + the method's eval extras)."""
-  extra = method.eval_batch_keys if method and config.eval.protocol == 'classification' else ()
-  return tuple(dict.fromkeys(PROTOCOL_KEYS[config.eval.protocol] + tuple(extra)))
+def batch_keys_needed(config, method=None, features=None) -> tuple[str, ...]:
+  """Dataset fields gathered beside the predictions: the protocol's, and the method's eval extras
+  that the dataset has (`features`: the dataset's field names; a method's eval_metrics sees only
+  the extras present, e.g. no 'bbox' on a dataset without boxes)."""
+  extra = (methods.resolve_keys(method.eval_batch_keys, config)
+           if method and config.eval.protocol == 'classification' else ())
+  extra = tuple(k for k in extra if features is None or k in features)
+  return tuple(dict.fromkeys(PROTOCOL_KEYS[config.eval.protocol] + extra))
 
 
 def make_eval_step(exp):
   """The jitted `(state, batch) -> per-example outputs` (selected predictions + batch ids)."""
   names = outputs_needed(exp.config, exp.method)
-  keys = batch_keys_needed(exp.config, exp.method) + ('mask', 'index')
+  keys = batch_keys_needed(exp.config, exp.method, exp.meta.features) + ('mask', 'index')
 
   def predict(state, images):
     variables = {'params': state.params}
@@ -62,7 +67,8 @@ def make_eval_step(exp):
 def collect(exp, state, split: str, eval_step) -> dict[str, np.ndarray]:
   """Every example of `split` once, in order: {output or batch key: array}."""
   exp.meta.check_split(split, 'evaluation split')
-  keys = tuple(dict.fromkeys(('image',) + batch_keys_needed(exp.config, exp.method)))
+  keys = tuple(dict.fromkeys(('image',) + batch_keys_needed(exp.config, exp.method,
+                                                             exp.meta.features)))
   parts = collections.defaultdict(list)
   for batch in pipeline.eval_batches(exp.source(split), exp.config.dataset, keys=keys,
                                      global_batch=exp.config.eval.batch_size, mesh=exp.mesh):
@@ -84,14 +90,17 @@ def evaluate(exp, state, split: str | None = None, eval_step=None) -> dict:
   if cfg.protocol == 'reid':
     q = collect(exp, state, cfg.query_split, eval_step)
     g = collect(exp, state, cfg.gallery_split, eval_step)
-    result = metrics.reid_cmc_map(q[cfg.embedding], q['identity'], q['camera'],
+    result = metrics.reid_metrics(q[cfg.embedding], q['identity'], q['camera'],
                                   g[cfg.embedding], g['identity'], g['camera'],
-                                  ranks=tuple(cfg.ranks))
+                                  ranks=tuple(cfg.ranks), metric=cfg.distance,
+                                  protocol=cfg.reid_protocol,
+                                  rerank=cfg.rerank, seed=exp.config.seed)
     return {'split': f'{cfg.query_split}->{cfg.gallery_split}', **result}
   split = split or exp.config.dataset.eval_split
   out = collect(exp, state, split, eval_step)
   if cfg.protocol == 'retrieval':
     result = metrics.recall_at_k(out[cfg.embedding], out['label'], ks=tuple(cfg.recall_ks))
+    result['nmi'] = metrics.nmi(out[cfg.embedding], out['label'], seed=exp.config.seed)
     return {'split': split, **result, 'num_examples': int(len(out['label']))}
   result = {'split': split, **metrics.classification_metrics(out['logits'], out['label'])}
   if exp.method.eval_metrics is not None:
@@ -110,10 +119,15 @@ def check_config(config, meta, method=None) -> None:
   if cfg.protocol not in PROTOCOL_KEYS:
     raise ValueError(f'config.eval.protocol must be one of {", ".join(PROTOCOL_KEYS)}, got '
                      f'{cfg.protocol!r}')
-  missing = [k for k in batch_keys_needed(config, method) if k not in meta.features]
+  missing = [k for k in PROTOCOL_KEYS[cfg.protocol] if k not in meta.features]
   if missing:
     raise ValueError(f'config.eval.protocol={cfg.protocol!r} needs dataset fields {missing}, '
                      f'which dataset {meta.name!r} does not have')
   if cfg.protocol == 'reid':
+    for field, valid in (('distance', ('euclidean', 'cosine')),
+                         ('reid_protocol', ('market1501', 'cuhk03'))):
+      if cfg[field] not in valid:
+        raise ValueError(f'config.eval.{field} must be one of {", ".join(valid)}, got '
+                         f'{cfg[field]!r}')
     meta.check_split(cfg.query_split, 'config.eval.query_split')
     meta.check_split(cfg.gallery_split, 'config.eval.gallery_split')

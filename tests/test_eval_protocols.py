@@ -22,7 +22,7 @@ def test_reid_protocol(make_config, one_device_mesh):
   g = evaluation.collect(exp, state, 'gallery', step)
   assert len(q['identity']) == 16 and len(g['identity']) == 32
   assert set(q['identity']) == set(g['identity'])  # every query identity is in the gallery
-  want = metrics.reid_cmc_map(q['features'], q['identity'], q['camera'], g['features'],
+  want = metrics.reid_metrics(q['features'], q['identity'], q['camera'], g['features'],
                               g['identity'], g['camera'])
   assert result['split'] == 'query->gallery'
   for k in ('cmc_rank1', 'cmc_rank5', 'map'):
@@ -37,6 +37,7 @@ def test_retrieval_protocol(make_config, one_device_mesh):
   assert 'logits' not in out  # only the embedding leaves the devices
   assert result == {'split': 'retrieval_test', **metrics.recall_at_k(out['features'],
                                                                      out['label']),
+                    'nmi': metrics.nmi(out['features'], out['label'], seed=0),
                     'num_examples': 72}
 
 

@@ -32,7 +32,7 @@ def test_reid_matches_oracle():
   qi = ids
   qc = rng.integers(0, 3, len(qi))
   q = centres[qi] + rng.normal(scale=1.2, size=(len(qi), 16))
-  got = metrics.reid_cmc_map(q, qi, qc, g, gi, gc, ranks=(1, 5))
+  got = metrics.reid_metrics(q, qi, qc, g, gi, gc, ranks=(1, 5))
   want = _oracle(q, qi, qc, g, gi, gc, ranks=(1, 5))
   for k in ('cmc_rank1', 'cmc_rank5', 'map'):
     np.testing.assert_allclose(got[k], want[k], rtol=1e-12)
@@ -42,7 +42,7 @@ def test_reid_matches_oracle():
 def test_same_camera_matches_are_ignored():
   q = np.asarray([[1.0, 0.0]])
   g = np.asarray([[1.0, 0.0], [0.0, 1.0], [0.7, 0.7]])
-  got = metrics.reid_cmc_map(q, np.asarray([5]), np.asarray([0]), g, np.asarray([5, 5, 9]),
+  got = metrics.reid_metrics(q, np.asarray([5]), np.asarray([0]), g, np.asarray([5, 5, 9]),
                              np.asarray([0, 1, 1]), ranks=(1, 2))
   # The identical image (same id, same camera) is ignored; the true match ranks 2nd behind id 9.
   assert got['cmc_rank1'] == 0.0 and got['cmc_rank2'] == 1.0 and got['map'] == 0.5

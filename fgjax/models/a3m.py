@@ -1,0 +1,180 @@
+"""A3M: Attribute-Aware Attention Model (Han et al., ACM MM 2018; seed 002), as a Flax Linen module.
+
+Two readings of the model live here, chosen by `variant`:
+
+`variant='paper'` (eq. 1-11 of the paper):
+- shared CNN map (backbone `layer`, L = h*w locations, channels C);
+- category branch: 1x1 conv C -> d (+ ReLU; optional BatchNorm) gives V (L x d); global average
+  pooling gives v (`category_features`); classifier W^(c) (eq. 1) -> `category_logits`;
+- K attribute branches, each its own 1x1 conv C -> d (+ ReLU) and global average pooling -> a_k
+  ("a convolution layer ... and a pooling layer": the pooling type is not stated; average, as in
+  the category branch and the authors' code); classifier W^(k) (eq. 3) -> `attribute_logits`
+  (the K logit vectors concatenated, group k at offsets sum(C_<k));
+- attribute-guided attention (eq. 5-6): m_k = sigmoid(V^T a_k), m = max_k m_k
+  (`region_pool='max'`; 'mean' averages instead), f_region = V m / L;
+- category-guided attention (eq. 7-8): s = sigmoid(A^T v), f_attr = A s / K;
+- f_final = f_region + f_attr (`features`), classifier W (eq. 9) -> `logits`.
+  The losses (eq. 2, 4, 10, 11) are in fgjax/methods/a3m.py.
+
+`variant='official_code'`: iamhankai/attribute-aware-attention `cub_demo.py` (commit 4b4cf87), as
+described in tests/fixtures/README.md (`a3m_official_head.npz`): every branch is conv -> BN ->
+ReLU, its pooled vector -> BN -> ReLU -> Dropout; e = mean_k V a_k, m = sigmoid(BN_L(e)) with a
+per-location BN; f_region = BN(V^T m / L); s = sigmoid(BN(A^T v)); f_attr = BN(R s / K) where R is
+the row-major reshape of the (K, d) stack to (d, K) (NOT the matrix whose columns are the a_k);
+h = ReLU(concat[f_attr, f_region]) (`features`, 2d) -> Dropout -> classifier. BN eps 1e-3,
+momentum 0.99 (Keras), dropout 0.5 (set by the method's defaults).
+
+Ablations (`ablation`, paper section 4.2 / Figure 5):
+- 'none': the full model;
+- 'baseline1': no attributes: backbone -> category branch -> classifier; `logits` are the category
+  logits and `features` is v (no attribute branch, no attention parameters);
+- 'baseline2': both attentions replaced by equal weights (`uniform_weight`, default 1, so that
+  f_region = mean_l V = v and f_attr = mean_k a_k: "average pooling" / "fused via averaging");
+- 'att1': category-guided weights s equal (attribute features averaged), region attention kept;
+- 'att2': attribute-guided weights m equal (regional features average pooled), s kept;
+- 'no_attr_label' ("w/o attr-label"): the full graph; only the loss drops the L_k terms.
+
+Parameter names: `backbone`, `category_conv`, `category_conv_bn`, `category_pool_bn`,
+`category_classifier`, `attribute{k}_conv`, `attribute{k}_conv_bn`, `attribute{k}_pool_bn`,
+`attribute{k}_classifier`, `attn_bn`, `region_fea_bn`, `attr_scores_bn`, `attr_fea_bn`, `classifier`
+(the `*_bn` ones only where a BatchNorm is used). The official code's `p0` is `category`, its
+`attr{k}` is `attribute{k}` and its `final_dense` is `classifier`.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+VARIANTS = ('paper', 'official_code')
+ABLATIONS = ('none', 'baseline1', 'baseline2', 'att1', 'att2', 'no_attr_label')
+REGION_POOLS = ('max', 'mean')
+
+
+class A3M(nn.Module):
+  """Attributes:
+    num_classes: category classes (C^(category)).
+    backbone: a backbone module (`apply` -> {'features': {layer: NHWC}}).
+    layer: the backbone map used as the shared CNN output.
+    attribute_classes: C^(k) for each of the K attribute groups (K = len); with no attribute
+      labels (retrieval, "w/o attr-label") the classifiers of the groups still exist but are not
+      trained.
+    embed_dim: d.
+    variant: 'paper' | 'official_code' (module docstring).
+    ablation: one of ABLATIONS (module docstring).
+    region_pool: 'max' (paper eq. 5 text) | 'mean' over the K attribute-guided maps ('paper' only).
+    uniform_weight: the equal attention weight of the ablations.
+    branch_batchnorm: 'paper' variant: BatchNorm between each 1x1 conv and its ReLU (the paper
+      says nothing; the official code has one). 'official_code' always has it.
+    dropout_rate: dropout on pooled vectors (v, a_k) and on the final feature; needs a 'dropout'
+      rng in training when > 0.
+    bn_epsilon, bn_momentum: the head's BatchNorms (Keras: 1e-3, 0.99).
+    dtype: compute dtype; params stay float32, logits are returned in float32.
+  """
+  num_classes: int
+  backbone: nn.Module
+  layer: str
+  attribute_classes: Sequence[int] = (3, 3, 3)
+  embed_dim: int = 512
+  variant: str = 'paper'
+  ablation: str = 'none'
+  region_pool: str = 'max'
+  uniform_weight: float = 1.0
+  branch_batchnorm: bool = False
+  dropout_rate: float = 0.0
+  bn_epsilon: float = 1e-3
+  bn_momentum: float = 0.99
+  dtype: Any = jnp.float32
+
+  def _bn(self, name, train):
+    return nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
+                        epsilon=self.bn_epsilon, dtype=self.dtype, name=name)
+
+  def _branch(self, name, x, train):
+    """1x1 conv -> [BN] -> ReLU -> (U: N x L x d, pooled g: N x d after [BN, ReLU,] dropout)."""
+    official = self.variant == 'official_code'
+    u = nn.Dense(self.embed_dim, dtype=self.dtype, name=f'{name}_conv')(x)  # 1x1 conv
+    if official or self.branch_batchnorm:
+      u = self._bn(f'{name}_conv_bn', train)(u)
+    u = nn.relu(u)
+    g = u.mean(axis=1)
+    if official:
+      g = nn.relu(self._bn(f'{name}_pool_bn', train)(g))
+    g = nn.Dropout(self.dropout_rate, deterministic=not train)(g)
+    return u, g
+
+  @nn.compact
+  def __call__(self, images, train: bool = False):
+    if self.variant not in VARIANTS:
+      raise ValueError(f'variant must be one of {VARIANTS}, got {self.variant!r}')
+    if self.ablation not in ABLATIONS:
+      raise ValueError(f'ablation must be one of {ABLATIONS}, got {self.ablation!r}')
+    fmap = self.backbone(images, train=train)['features'][self.layer]
+    n, h, w, c = fmap.shape
+    x = fmap.reshape(n, h * w, c).astype(self.dtype)  # x[b, l] = F[b, l // w, l % w]
+    big_v, v = self._branch('category', x, train)  # V (N, L, d), v (N, d)
+    category_logits = nn.Dense(self.num_classes, dtype=self.dtype,
+                               name='category_classifier')(v).astype(jnp.float32)
+    out = {'category_logits': category_logits, 'category_features': v}
+    if self.ablation == 'baseline1':
+      return {**out, 'logits': category_logits, 'features': v}
+
+    k_count = len(self.attribute_classes)
+    pooled, attr_logits = [], []
+    for k, n_cls in enumerate(self.attribute_classes):
+      _, a_k = self._branch(f'attribute{k}', x, train)
+      pooled.append(a_k)
+      attr_logits.append(nn.Dense(n_cls, dtype=self.dtype, name=f'attribute{k}_classifier')(a_k))
+    a = jnp.stack(pooled, axis=1)  # A^T: (N, K, d)
+    num_loc = big_v.shape[1]
+    region_uniform = self.ablation in ('baseline2', 'att2')
+    attr_uniform = self.ablation in ('baseline2', 'att1')
+    ones = lambda shape: jnp.full(shape, self.uniform_weight, self.dtype)
+
+    if self.variant == 'paper':
+      if region_uniform:
+        m = ones((n, num_loc))
+      else:
+        m_k = nn.sigmoid(jnp.einsum('nld,nkd->nkl', big_v, a))  # eq. 5, (N, K, L)
+        m = m_k.max(axis=1) if self.region_pool == 'max' else m_k.mean(axis=1)
+      f_region = jnp.einsum('nld,nl->nd', big_v, m) / num_loc  # eq. 6
+      s = ones((n, k_count)) if attr_uniform else nn.sigmoid(jnp.einsum('nkd,nd->nk', a, v))  # 7
+      f_attr = jnp.einsum('nkd,nk->nd', a, s) / k_count  # eq. 8
+      feat = f_region + f_attr
+      head_in = feat
+    else:
+      if region_uniform:
+        m = ones((n, num_loc))
+      else:
+        e = jnp.einsum('nld,nkd->nkl', big_v, a).mean(axis=1)  # merge(mode='ave') of V a_k
+        m = nn.sigmoid(self._bn('attn_bn', train)(e))  # per-location BN over the L axis
+      f_region = self._bn('region_fea_bn', train)(jnp.einsum('nld,nl->nd', big_v, m) / num_loc)
+      if attr_uniform:
+        s = ones((n, k_count))
+      else:
+        s = nn.sigmoid(self._bn('attr_scores_bn', train)(jnp.einsum('nkd,nd->nk', a, v)))
+      reshaped = a.reshape(n, k_count * self.embed_dim).reshape(n, self.embed_dim, k_count)
+      f_attr = self._bn('attr_fea_bn', train)(jnp.einsum('nij,nj->ni', reshaped, s) / k_count)
+      feat = nn.relu(jnp.concatenate([f_attr, f_region], axis=-1))
+      head_in = nn.Dropout(self.dropout_rate, deterministic=not train)(feat)
+    logits = nn.Dense(self.num_classes, dtype=self.dtype, name='classifier')(head_in)
+    return {**out, 'logits': logits.astype(jnp.float32), 'features': feat,
+            'attribute_logits': jnp.concatenate(attr_logits, -1).astype(jnp.float32),
+            'attribute_features': a, 'region_attention': m, 'attribute_scores': s,
+            'region_features': f_region, 'attribute_fused': f_attr}
+
+
+def attribute_offsets(attribute_classes: Sequence[int]) -> list[int]:
+  """Start of each group's logits in `attribute_logits` (plus the total at the end)."""
+  offsets = [0]
+  for c in attribute_classes:
+    offsets.append(offsets[-1] + int(c))
+  return offsets
+
+
+def split_attribute_logits(logits: jax.Array, attribute_classes: Sequence[int]) -> list:
+  o = attribute_offsets(attribute_classes)
+  return [logits[..., o[k]:o[k + 1]] for k in range(len(attribute_classes))]

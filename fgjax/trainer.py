@@ -87,9 +87,10 @@ def make_train_step(exp: experiment_lib.Experiment, tx: optax.GradientTransforma
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
     def loss_fn(params):
+      extra_inputs = {arg: batch[key] for arg, key in method.train_inputs}
       outputs, updates = model.apply(
           _variables(params, state.batch_stats), batch['image'], train=True,
-          rngs={'dropout': key}, mutable=['batch_stats'])
+          rngs={'dropout': key}, mutable=['batch_stats'], **extra_inputs)
       loss, extra = method.loss_fn(outputs, batch, config)
       return loss, (extra, updates)
 

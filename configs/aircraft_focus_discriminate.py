@@ -1,0 +1,25 @@
+"""focus_discriminate on FGVC-Aircraft (100 variants),
+seed 004's recipe (fgjax.methods.focus_discriminate.paper_recipe).
+
+python -m fgjax.data.prepare fgvc_aircraft --manual_dir=DIR          # once (README "Datasets")
+python -m fgjax.train --config=configs/aircraft_focus_discriminate.py --workdir=DIR \
+  --config.model.backbone_pretrained=WEIGHTS/resnet50
+python -m fgjax.train --config=configs/aircraft_focus_discriminate.py:runlocal \
+  --workdir=/tmp/x  # CPU smoke run
+
+ResNet-50 at 448, NTS-Net anchors/NMS 0.25, 6 regions zoomed to 224, hybrid of the image and top-4
+region features; SGD 0.01 (x0.1 at epochs 40, 80), 100 epochs, backbone at 0.1x lr.
+"""
+
+from fgjax.default_config import get_base_config
+from fgjax.methods.focus_discriminate import paper_recipe
+
+
+def get_config(arg=None):
+  if arg not in (None, '', 'runlocal'):
+    raise ValueError(f"unknown argument {arg!r}; valid: 'runlocal'")
+  c = paper_recipe(get_base_config(), runlocal=arg == 'runlocal')
+  c.dataset.name = 'fgvc_aircraft'
+  c.dataset.train_split = 'trainval'
+  c.dataset.eval_split = 'test'
+  return c

@@ -1,0 +1,211 @@
+"""focus_discriminate: "Learning to Focus and Discriminate" (Feng, Fu & Zhao 2019, seed 004).
+
+One backbone, three classifiers (paper section 3, Fig. 1), NTS-Net conventions where the paper
+reuses them (yangze0930/NTS-Net, commit e6c98df):
+
+1. Image level (eq. 1): Z = backbone(I)[layer] (h x w x n), F^I = GAP(Z), s^I = W F^I + b.
+2. Attention (eq. 2): M = max_k M_k with the class activation maps M_k = sum_i W_ki Z_i (the image
+   classifier's kernel, no bias), then Gaussian smoothing (`fgjax.ops.gaussian`, sigma in feature
+   cells; the paper gives none). Ablation `attention='single_cam'` ([13]): the CAM of the
+   ground-truth class when `labels` are passed (the trainer passes them in training through
+   `Method.train_inputs`), else of the predicted class (evaluation, prediction).
+3. Region proposals: NTS-Net's default anchors (`fgjax.ops.anchors`, 1614 at 448), each scored
+   from M. The paper only says "each pixel in M corresponds to a region"; the reading here
+   (`anchor_score`): M is min-max normalised to [0, 1] per image, bilinearly upsampled to the input
+   size, and an anchor's score is the sum of the upsampled M over its integer box inside the image
+   divided by the anchor's full area ('mean_full': the zero padding counts as no attention) or by
+   the area inside the image ('mean_inside'). Sums come from a summed-area table. The scores are
+   under stop_gradient (selection is discrete, as in NTS-Net).
+4. Hard NMS (`fgjax.ops.nms`, NTS-Net semantics) at IoU 0.25 on the integer boxes
+   `int(edge + pad) - pad` (NTS-Net's padded integer anchors, moved back to the unpadded frame),
+   top m = 6.
+5. The m boxes are cropped from the image zero-padded by `pad` and resized to `region_size`
+   (bilinear, align_corners=True; `fgjax.ops.crop`), through the same backbone (shared params and
+   BatchNorm), F^R_r = GAP, one region classifier shared by all regions.
+   Pad value: NTS-Net pads the *normalised* image with 0; our backbones normalise inside, so
+   `pad_value='mean'` fills with the backbone's preprocessing mean (0 after normalisation, as
+   NTS-Net), 'zero' with black.
+6. Hybrid: F = [F^I, F^R_1 .. F^R_l] (top l = 4 by NMS order) -> hybrid FC. Prediction = hybrid
+   logits. Ablations: `use_hybrid=False` is the paper's "image level only" (no hybrid module;
+   image and region classifiers still trained; predict with the image logits); `use_regions=False`
+   trains the image classifier alone (a plain GAP+FC baseline; boxes are still proposed, for the
+   localisation metric).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fgjax.ops import anchors as anchors_lib
+from fgjax.ops.crop import crop_and_resize
+from fgjax.ops.gaussian import gaussian_blur
+from fgjax.ops.nms import hard_nms
+
+
+class Linear(nn.Module):
+  """Dense layer whose kernel can also be applied without the bias (for class activation maps)."""
+  features: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, use_bias: bool = True):
+    kernel = self.param('kernel', nn.initializers.lecun_normal(), (x.shape[-1], self.features))
+    bias = self.param('bias', nn.initializers.zeros, (self.features,))
+    y = jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype),
+                preferred_element_type=jnp.float32)
+    return y + bias if use_bias else y
+
+
+def pad_rgb(backbone) -> np.ndarray:
+  """The RGB value that a backbone normalises to 0 (its preprocessing mean)."""
+  pre = getattr(backbone, 'preprocessing', None)
+  if pre is not None:
+    mean = np.asarray(pre.mean, np.float32)
+    return mean[::-1].copy() if pre.channels == 'BGR' else mean
+  return np.full((3,), float(getattr(backbone, 'mean', 0.0)), np.float32)
+
+
+def anchor_scores(attention: jax.Array, boxes: np.ndarray, input_hw: tuple[int, int],
+                  mode: str = 'mean_full') -> jax.Array:
+  """(B, h, w) attention -> (B, N) anchor scores for integer unpadded boxes (N, 4) (see step 3)."""
+  b = attention.shape[0]
+  hh, ww = input_hw
+  m = attention.astype(jnp.float32)
+  lo = m.min(axis=(1, 2), keepdims=True)
+  hi = m.max(axis=(1, 2), keepdims=True)
+  m = (m - lo) / jnp.maximum(hi - lo, 1e-12)
+  up = jax.image.resize(m, (b, hh, ww), 'bilinear', antialias=False)
+  sat = jnp.pad(jnp.cumsum(jnp.cumsum(up, axis=1), axis=2), ((0, 0), (1, 0), (1, 0)))
+  y0 = np.clip(boxes[:, 0], 0, hh)
+  x0 = np.clip(boxes[:, 1], 0, ww)
+  y1 = np.clip(boxes[:, 2], 0, hh)
+  x1 = np.clip(boxes[:, 3], 0, ww)
+  flat = sat.reshape(b, -1)
+  at = lambda y, x: flat[:, y * (ww + 1) + x]
+  total = at(y1, x1) - at(y0, x1) - at(y1, x0) + at(y0, x0)
+  if mode == 'mean_full':
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+  elif mode == 'mean_inside':
+    area = (y1 - y0) * (x1 - x0)
+  else:
+    raise ValueError(f"anchor_score must be 'mean_full' or 'mean_inside', got {mode!r}")
+  return total / jnp.asarray(np.maximum(area, 1), jnp.float32)
+
+
+class FocusDiscriminate(nn.Module):
+  """See the module docstring. `__call__(images, train, labels=None) -> dict`.
+
+  Outputs: logits (prediction: hybrid, or image when use_hybrid=False), image_logits,
+  region_logits (B, m, C) [use_regions], hybrid_logits [use_hybrid], features (the classified
+  feature), attention (B, h, w) smoothed M, anchor_scores (B, N), region_indices (B, m) anchor
+  indices in NMS order, boxes (B, m, 4) float (y0, x0, y1, x1) unpadded pixel-edge boxes.
+  """
+  num_classes: int
+  backbone: nn.Module
+  layer: str
+  input_hw: tuple[int, int]
+  geometry_scale: float = 1.0  # anchors: see fgjax.ops.anchors
+  pad: int = 224
+  region_size: int = 224
+  num_regions: int = 6  # m
+  num_hybrid: int = 4  # l
+  nms_iou: float = 0.25
+  attention: str = 'max_cam'  # 'max_cam' (eq. 2) | 'single_cam'
+  sigma: float = 1.0  # Gaussian smoothing of M, in feature cells (0 = off)
+  smoothing_truncate: float = 4.0
+  smoothing_mode: str = 'nearest'
+  anchor_score: str = 'mean_full'
+  pad_value: str = 'mean'  # 'mean' (NTS-Net: 0 after normalisation) | 'zero'
+  align_corners: bool = True
+  use_regions: bool = True
+  use_hybrid: bool = True
+  region_bn: str = 'separate'  # 'separate' | 'shared' (see `_region_backbone`)
+  dtype: Any = jnp.float32
+
+  def integer_boxes(self) -> np.ndarray:
+    """(N, 4) int64 NTS-Net integer anchors `int(edge + pad) - pad`, unpadded frame."""
+    _, edge = anchors_lib.nts_default_anchors(tuple(self.input_hw), self.geometry_scale)
+    return anchors_lib.padded_integer_boxes(edge, self.pad) - self.pad
+
+  def _region_backbone(self):
+    """The backbone for the zoomed regions: the same parameters, always.
+
+    region_bn='shared': literally the same module, so BatchNorm running statistics are updated by
+    the image pass and then by the region pass (NTS-Net's PyTorch behaviour); evaluation then
+    normalises both with that mixture, unlike training, where each pass uses its own batch's
+    statistics. region_bn='separate': a clone named 'region_backbone' whose params are mapped to
+    the image backbone's (no copy; gradients reach 'backbone/') but with its own `batch_stats`.
+    Training computes exactly the same function either way; only the running statistics that
+    evaluation uses differ (on synthetic_parts, seed 0, 'shared' cost the hybrid 31 points of
+    test top-1).
+    """
+    bb = self.backbone
+    if self.region_bn not in ('separate', 'shared'):
+      raise ValueError(f"region_bn must be 'separate' or 'shared', got {self.region_bn!r}")
+    if self.region_bn == 'shared' or 'batch_stats' not in bb.variables:  # nothing to separate
+      return bb
+    shared = bb.variables['params']
+    fields = {f.name: getattr(bb, f.name) for f in dataclasses.fields(bb)
+              if f.init and f.name not in ('parent', 'name')}
+    mapped = nn.map_variables(type(bb), 'params', trans_in_fn=lambda _: {'params': shared},
+                              trans_out_fn=lambda _: {}, init=self.is_initializing(),
+                              mutable=True)
+    return mapped(**fields, name='region_backbone')
+
+  @nn.compact
+  def __call__(self, images: jax.Array, train: bool = False, labels=None) -> dict:
+    b = images.shape[0]
+    z = self.backbone(images, train=train)['features'][self.layer]
+    image_feat = jnp.mean(z.astype(jnp.float32), axis=(1, 2))
+    image_fc = Linear(self.num_classes, dtype=self.dtype, name='image_classifier')
+    image_logits = image_fc(image_feat)
+    out = {'image_logits': image_logits}
+
+    # Attention (eq. 2): class activation maps from the image classifier's kernel, no bias.
+    cams = image_fc(jax.lax.stop_gradient(z), use_bias=False)  # (B, h, w, C) float32
+    cams = jax.lax.stop_gradient(cams)
+    if self.attention == 'max_cam':
+      m = cams.max(axis=-1)
+    elif self.attention == 'single_cam':
+      cls = labels if labels is not None else jnp.argmax(image_logits, -1)
+      m = jnp.take_along_axis(cams, cls[:, None, None, None], axis=-1)[..., 0]
+    else:
+      raise ValueError(f"attention must be 'max_cam' or 'single_cam', got {self.attention!r}")
+    m = gaussian_blur(m, self.sigma, self.smoothing_truncate, self.smoothing_mode)
+    out['attention'] = m
+
+    boxes_int = self.integer_boxes()
+    scores = anchor_scores(m, boxes_int, tuple(self.input_hw), self.anchor_score)
+    keep = jax.vmap(lambda s: hard_nms(jnp.asarray(boxes_int, jnp.float32), s,
+                                       self.num_regions, self.nms_iou))(scores)
+    boxes = jnp.asarray(boxes_int, jnp.float32)[keep]  # (B, m, 4)
+    out.update(anchor_scores=scores, region_indices=keep, boxes=boxes)
+
+    if not self.use_regions:
+      out.update(logits=image_logits, features=image_feat)
+      return out
+    fill = (jnp.asarray(pad_rgb(self.backbone)) if self.pad_value == 'mean'
+            else jnp.zeros((3,), jnp.float32))
+    x = images.astype(jnp.float32) - fill
+    crops = crop_and_resize(x, boxes, self.region_size, self.align_corners) + fill
+    crops = crops.reshape((b * self.num_regions,) + crops.shape[2:])
+    zr = self._region_backbone()(crops, train=train)['features'][self.layer]
+    region_feat = jnp.mean(zr.astype(jnp.float32), axis=(1, 2)).reshape(b, self.num_regions, -1)
+    region_logits = Linear(self.num_classes, dtype=self.dtype, name='region_classifier')(
+        region_feat)
+    out['region_logits'] = region_logits
+    if not self.use_hybrid:
+      out.update(logits=image_logits, features=image_feat)
+      return out
+    hybrid_feat = jnp.concatenate(
+        [image_feat, region_feat[:, :self.num_hybrid].reshape(b, -1)], axis=-1)
+    hybrid_logits = Linear(self.num_classes, dtype=self.dtype, name='hybrid_classifier')(
+        hybrid_feat)
+    out.update(hybrid_logits=hybrid_logits, logits=hybrid_logits, features=hybrid_feat)
+    return out

@@ -1,0 +1,23 @@
+"""activation_attention (Shen & Liu) on CUB-200-2011 (200 bird species), seed 003's recipe
+(fgjax.methods.activation_attention.paper_recipe: ResNet-50 layer4, 16 local classifiers, 3 scales
+trained in sequence, lr 1e-4, 40 epochs per scale, short edge 448).
+
+python -m fgjax.data.prepare cub2011 --manual_dir=DIR          # once (README "Datasets")
+python -m fgjax.train --config=configs/cub_activation_attention.py --workdir=DIR \
+  --config.model.backbone_pretrained=WEIGHTS/resnet50
+python -m fgjax.train --config=configs/cub_activation_attention.py:runlocal \
+  --workdir=/tmp/x  # CPU smoke run
+"""
+
+from fgjax.default_config import get_base_config
+from fgjax.methods.activation_attention import paper_recipe
+
+
+def get_config(arg=None):
+  if arg not in (None, '', 'runlocal'):
+    raise ValueError(f"unknown argument {arg!r}; valid: 'runlocal'")
+  c = paper_recipe(get_base_config(), runlocal=arg == 'runlocal')
+  c.dataset.name = 'cub2011'
+  c.dataset.train_split = 'train'
+  c.dataset.eval_split = 'test'
+  return c

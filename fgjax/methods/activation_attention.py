@@ -1,0 +1,277 @@
+"""activation_attention: attention from classifier activations (Shen & Liu, seed 003).
+
+Model: fgjax.models.activation_attention (eq. 1, Otsu mask, object features, multi-scale crops).
+Losses here, per scale s and image (A = aggregated activations, M_b = Otsu mask, t = label,
+background = the last of the L + 1 channels, h x w = the feature grid, W H in the paper):
+  l1 = sum over M_b = 1 of -log p_t          (eq. 4, per-location softmax over L + 1)
+  l0 = sum over M_b = 0 of -log p_bg          (eq. 3)
+  w  = mean(M_b)                              (the attended area ratio)
+  loss_loc = ((1 - w) l1 + w l0) / (h w)      (eq. 2; M_b and w carry no gradient)
+  loss_obj = -log softmax(object logits)_t    (eq. 5)
+  loss_s = loss_loc + loss_obj                (eq. 6), batch means
+Training objective: sum over scales of loss_s. Scale s + 1's input is cropped with boxes from a
+mask without gradient, so no loss reaches another scale's parameters; stage s of
+`scale_stages()` freezes every scale but s (fgjax.optim frozen groups), which is the paper's
+"trained sequentially, each scale optimised independently" (section 4.4.2).
+
+Config (config.model, see `default_model_config`): `losses` = 'both' | 'local' | 'object' is the
+Table 5 ablation (it also sets which heads predict: a head without a loss is untrained; with
+'object', M_b comes from untrained local classifiers, the literal ablation); `num_local` = n
+(Figure 8: 1, 2, 4, 8, 16); `num_scales`; readings of ambiguities are documented in the model.
+
+Evaluation (classification protocol): `logits` is the final multi-scale prediction; eval_metrics
+adds Table 6 (acc_loc / acc_obj / acc_avg for every scale and 'ms' = multi-scale) and the
+attention-box IoU of every scale's (composed) box with the dataset's `bbox` (section 5.5: 0.54 on
+CUB for scale 1), plus the mean box area.
+
+Known limitation: the trainer does not tell the model which stage runs, so (1) every scale is
+computed in every stage (stage 1 also runs scales 2-3 forward/backward; their updates are zeroed),
+and (2) a frozen scale's BatchNorm runs in training mode (batch statistics, running averages
+updated). Real-data configs set the ResNet's `bn_frozen=True`, so (2) only concerns the CPU
+small_cnn recipe.
+"""
+
+from __future__ import annotations
+
+import re
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from fgjax import losses
+from fgjax.methods import (Method, backbone_kwargs, check_backbone_layer, check_pretrained,
+                           compute_dtype, register)
+from fgjax.models import activation_attention as model_lib
+from fgjax.models import backbones as backbones_lib
+
+LOSSES = model_lib.HEADS  # 'both' | 'local' | 'object'
+
+
+def default_model_config() -> ml_collections.ConfigDict:
+  m = ml_collections.ConfigDict()
+  m.backbone = 'small_cnn'
+  m.layer = 'conv4'  # resnet50: 'layer4' (before the last pooling, section 5.2)
+  m.backbone_kwargs = ml_collections.ConfigDict()
+  m.backbone_pretrained = ''  # weight dir, loaded into every scale's backbone
+  m.allow_random_init = False
+  m.num_scales = 3
+  m.num_local = 16  # n local classifiers (section 5.2; Figure 8 ablation: 1, 2, 4, 8, 16)
+  m.losses = 'both'  # 'both' | 'local' | 'object' (Table 5 ablation)
+  m.attention_source = 'activations'  # M from A ('activations') or softmax(A) ('probabilities')
+  m.local_prediction = 'pool_then_softmax'  # or 'softmax_then_pool'
+  m.otsu_bins = 256
+  m.crop_source = 'original'  # 'original' (composed boxes, one resampling) | 'previous'
+  m.align_corners = False
+  m.min_box_fraction = 0.0  # 0 = the paper (no minimum attention box size)
+  # Non-empty config.stages must be scale_stages(...)-like (stage s trains scale s only). With no
+  # stages all scales train jointly in one stage (not the paper; quick tests use it).
+  m.sequential_stages = True
+  # > 1: scales before it come trained from config.init_from.path (e.g. a num_scales=1 run; set
+  # init_from.skip to the later scales) and config.stages = scale_stages(n, e, first=...) trains
+  # the rest, so a single-scale run can be continued into a multi-scale one.
+  m.first_trained_scale = 1
+  return m
+
+
+def scale_stages(num_scales: int, epochs_per_scale: float, first: int = 1,
+                 **optim_overrides) -> tuple:
+  """config.stages training scale s (first..num_scales) in turn, every other scale frozen."""
+  return tuple(ml_collections.ConfigDict({
+      'name': f'scale{s}', 'num_epochs': float(epochs_per_scale),
+      'frozen': rf'^scale(?!{s}/)\d+/', **optim_overrides}) for s in range(first, num_scales + 1))
+
+
+def paper_recipe(c: ml_collections.ConfigDict, runlocal: bool = False) -> ml_collections.ConfigDict:
+  """Section 5.2 on a real dataset: ResNet-50 (ImageNet) layer4, n = 16, 3 scales, fine-tuning
+  rate 1e-4, 40 epochs per scale (stage s trains scale s). Short edge resized to 448 (the paper
+  feeds whole images; batches need one size, so a 448 x 448 crop: random in training, centre in
+  evaluation) + horizontal flip. The paper gives no optimiser, batch size or weight decay: SGD
+  momentum 0.9, constant rate, batch 16, weight decay 1e-4 are this recipe's choices; ResNet
+  BatchNorm runs on its ImageNet statistics (bn_frozen: batches of 16 are too small, and frozen
+  scales then stay exactly frozen).
+
+  runlocal: the same pipeline shrunk to run on CPU (small_cnn at 64x64, batch 8, 0.02 epochs per
+  scale); for smoke tests on the real data only.
+  """
+  c.method = 'activation_attention'
+  c.model = default_model_config()
+  c.model.backbone, c.model.layer = 'resnet50', 'layer4'
+  c.model.backbone_kwargs = ml_collections.ConfigDict({'bn_frozen': True})
+  c.dataset.resize = 'short_edge'
+  c.dataset.resize_size = 448
+  c.dataset.image_size = 448
+  c.dataset.random_crop = True
+  c.dataset.hflip = True
+  c.optim.optimizer = 'sgd'
+  c.optim.learning_rate = 1e-4
+  c.optim.momentum = 0.9
+  c.optim.nesterov = False
+  c.optim.weight_decay = 1e-4
+  c.optim.schedule = 'constant'
+  epochs = 40.0
+  c.train.global_batch_size = 16
+  c.train.log_every_steps = 50
+  c.train.checkpoint_every_steps = 1000
+  c.eval.batch_size = 16
+  if runlocal:
+    c.model.backbone, c.model.layer = 'small_cnn', 'conv4'
+    c.model.backbone_kwargs = ml_collections.ConfigDict()
+    c.dataset.resize, c.dataset.resize_size, c.dataset.image_size = 'fixed', 72, 64
+    c.train.global_batch_size = c.eval.batch_size = 8
+    epochs = 0.02
+  c.stages = scale_stages(c.model.num_scales, epochs)
+  c.train.num_epochs = epochs * c.model.num_scales
+  return c
+
+
+def build_model(config, meta):
+  m, dtype = config.model, compute_dtype(config)
+  backbone = backbones_lib.get_backbone(
+      m.backbone, **backbone_kwargs(config, 'backbone', 'backbone_pretrained', dtype))
+  return model_lib.ActivationAttention(
+      num_classes=meta.num_classes, backbone=backbone, layer=m.layer, num_scales=m.num_scales,
+      num_local=m.num_local, attention_source=m.attention_source,
+      local_prediction=m.local_prediction, heads=m.losses, otsu_bins=m.otsu_bins,
+      crop_source=m.crop_source, align_corners=m.align_corners,
+      min_box_fraction=m.min_box_fraction, dtype=dtype)
+
+
+def local_loss(activations: jax.Array, mask: jax.Array, labels: jax.Array) -> jax.Array:
+  """Eq. 2-4 per image: activations (N, h, w, L + 1), mask (N, h, w) in {0, 1} -> (N,)."""
+  logp = jax.nn.log_softmax(activations.astype(jnp.float32), axis=-1)
+  nll_t = -jnp.take_along_axis(logp, labels[:, None, None, None].astype(jnp.int32), -1)[..., 0]
+  nll_bg = -logp[..., -1]
+  m = jax.lax.stop_gradient(mask.astype(jnp.float32))
+  l1 = jnp.sum(m * nll_t, axis=(1, 2))
+  l0 = jnp.sum((1.0 - m) * nll_bg, axis=(1, 2))
+  w = jnp.mean(m, axis=(1, 2))
+  return ((1.0 - w) * l1 + w * l0) / (m.shape[1] * m.shape[2])
+
+
+def object_loss(object_logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Eq. 5 per image: -log p_t of the object classifier -> (N,)."""
+  logp = jax.nn.log_softmax(object_logits.astype(jnp.float32), axis=-1)
+  return -jnp.take_along_axis(logp, labels[:, None].astype(jnp.int32), -1)[:, 0]
+
+
+def loss_fn(outputs, batch, config):
+  """Sum over scales of eq. 6 (or of the one loss the `losses` ablation keeps)."""
+  which, labels = config.model.losses, batch['label']
+  total, metrics = jnp.zeros((), jnp.float32), {}
+  for s in range(outputs['activations'].shape[1]):
+    loc = jnp.mean(local_loss(outputs['activations'][:, s], outputs['mask'][:, s], labels))
+    obj = jnp.mean(object_loss(outputs['object_logits'][:, s], labels))
+    total = total + (loc if which in ('both', 'local') else 0.0) + (
+        obj if which in ('both', 'object') else 0.0)
+    metrics.update({f'loss_loc_scale{s + 1}': loc, f'loss_obj_scale{s + 1}': obj,
+                    f'mask_area_scale{s + 1}': jnp.mean(outputs['mask'][:, s]),
+                    f'accuracy_scale{s + 1}': losses.accuracy(
+                        jnp.log(outputs['scale_probs'][:, s] + 1e-30), labels)})
+  metrics['accuracy'] = losses.accuracy(outputs['logits'], labels)
+  return total, metrics
+
+
+def predict_fn(outputs):
+  return {k: outputs[k] for k in ('logits', 'features', 'local_probs', 'object_probs', 'boxes')}
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+  """IoU of (y0, x0, y1, x1) boxes, row by row."""
+  ih = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None)
+  iw = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
+  inter = ih * iw
+  area = lambda x: np.clip(x[:, 2] - x[:, 0], 0, None) * np.clip(x[:, 3] - x[:, 1], 0, None)
+  return inter / np.maximum(area(a) + area(b) - inter, 1e-12)
+
+
+def eval_metrics(gathered, config) -> dict:
+  """Table 6 (per scale and multi-scale 'ms') + attention-box IoU / area per scale."""
+  labels = gathered['label']
+  loc, obj = gathered['local_probs'], gathered['object_probs']  # (M, S, L)
+  which = config.model.losses
+  avg = {'both': (loc + obj) / 2, 'local': loc, 'object': obj}[which]
+  acc = lambda p: float(np.mean(np.argmax(p, -1) == labels))
+  out = {}
+  for s in range(loc.shape[1]):
+    tag = f'scale{s + 1}'
+    out[f'acc_loc_{tag}'] = acc(loc[:, s])
+    out[f'acc_obj_{tag}'] = acc(obj[:, s])
+    out[f'acc_avg_{tag}'] = acc(avg[:, s])
+    iou = box_iou(gathered['boxes'][:, s], gathered['bbox'])
+    out[f'attention_iou_{tag}'] = float(np.mean(iou))
+    out[f'attention_iou_ge_0.5_{tag}'] = float(np.mean(iou >= 0.5))
+    b = gathered['boxes'][:, s]
+    out[f'box_area_{tag}'] = float(np.mean((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])))
+  out['acc_loc_ms'] = acc(loc.mean(1))
+  out['acc_obj_ms'] = acc(obj.mean(1))
+  out['acc_avg_ms'] = acc(avg.mean(1))
+  return out
+
+
+def _choice(config, field, valid):
+  if config.model[field] not in valid:
+    raise ValueError(f'config.model.{field} must be one of {", ".join(valid)}, got '
+                     f'{config.model[field]!r}')
+
+
+def check_config(config):
+  m = config.model
+  check_backbone_layer(config, 'backbone', 'layer', 1)
+  check_pretrained(config, 'backbone', 'backbone_pretrained')
+  _choice(config, 'losses', LOSSES)
+  _choice(config, 'attention_source', model_lib.ATTENTION_SOURCES)
+  _choice(config, 'local_prediction', model_lib.LOCAL_PREDICTIONS)
+  _choice(config, 'crop_source', model_lib.CROP_SOURCES)
+  for field, lo in (('num_scales', 1), ('num_local', 1), ('otsu_bins', 2)):
+    if int(m[field]) < lo:
+      raise ValueError(f'config.model.{field} must be >= {lo}, got {m[field]}')
+  if not 0.0 <= m.min_box_fraction <= 1.0:
+    raise ValueError(f'config.model.min_box_fraction must be in [0, 1], got {m.min_box_fraction}')
+  if config.eval.flip_tta:
+    raise ValueError('config.eval.flip_tta must be False for activation_attention: averaging the '
+                     'attention boxes of an image and of its mirror image is meaningless')
+  if m.sequential_stages and len(config.stages):
+    _check_stages(config)
+
+
+def _check_stages(config):
+  """Stage s trains scale s only (config.model.sequential_stages)."""
+  n, first = config.model.num_scales, config.model.first_trained_scale
+  if not 1 <= first <= n:
+    raise ValueError(f'config.model.first_trained_scale must be in [1, num_scales={n}], got {first}')
+  if first > 1 and not config.init_from.path:
+    raise ValueError(f'config.model.first_trained_scale={first} needs the trained scales '
+                     f'1..{first - 1} from config.init_from.path (a run of this method)')
+  hint = (f'use config.stages = fgjax.methods.activation_attention.scale_stages({n}, '
+          f'epochs_per_scale, first={first}), or set config.model.sequential_stages=False to '
+          'train otherwise')
+  if len(config.stages) != n - first + 1:
+    raise ValueError(f'config.stages has {len(config.stages)} stage(s) but config.model.num_scales'
+                     f' is {n} (first_trained_scale {first}): the paper trains one scale per '
+                     f'stage; {hint}')
+  for i, spec in enumerate(config.stages):
+    frozen = spec.get('frozen', config.optim.frozen)
+    pattern = re.compile(frozen) if frozen else None
+    for s in range(1, n + 1):
+      is_frozen = bool(pattern and pattern.search(f'scale{s}/local/kernel'))
+      if is_frozen != (s != i + first):
+        raise ValueError(f'config.stages[{i}].frozen={frozen!r} must freeze every scale except '
+                         f'scale{i + first} (scale{s} is {"" if is_frozen else "not "}frozen); '
+                         f'{hint}')
+
+
+def pretrained(config):
+  d = config.model.backbone_pretrained
+  return [(d, f'scale{s}/backbone/') for s in range(1, config.model.num_scales + 1)] if d else []
+
+
+register(Method(
+    name='activation_attention', build_model=build_model, loss_fn=loss_fn,
+    predict_fn=predict_fn, default_model_config=default_model_config,
+    check_config=check_config, batch_keys=('image', 'label'), pretrained=pretrained,
+    description='local classifiers -> max-aggregated activations -> Otsu attention mask; local + '
+                'object losses; 3 scales of crop-and-zoom trained in sequence',
+    eval_outputs=('local_probs', 'object_probs', 'boxes'), eval_batch_keys=('bbox',),
+    eval_metrics=eval_metrics))

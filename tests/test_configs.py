@@ -43,3 +43,36 @@ def test_every_config_has_usage_docs():
     with open(path) as f:
       head = f.read(600)
     assert head.startswith('"""') and 'python -m fgjax.train --config=configs/' in head, path
+
+
+SHRINKABLE = [p for p in CONFIGS if ':runlocal' in open(p).read()]  # real-data configs
+
+
+@pytest.mark.parametrize('path', SHRINKABLE, ids=[os.path.basename(p) for p in SHRINKABLE])
+def test_runlocal_argument_shrinks_the_config(path):
+  spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  full, small = module.get_config(), module.get_config('runlocal')
+  small.model.allow_random_init = True
+  methods.get(small.method).check_config(small)
+  assert augment.input_hw(small.dataset)[0] < augment.input_hw(full.dataset)[0]
+  assert small.train.global_batch_size < full.train.global_batch_size
+  with pytest.raises(ValueError, match='runlocal'):
+    module.get_config('fast')
+
+
+def test_cub_bilinear_lstm_without_the_dataset_prints_instructions(tmp_path):
+  """A new user's first command, before preparing CUB: exit 2 and what to do, no traceback."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  proc = subprocess.run(
+      [sys.executable, '-m', 'fgjax.train', '--config=configs/cub_bilinear_lstm.py',
+       f'--workdir={tmp_path / "w"}', f'--config.dataset.data_dir={tmp_path / "tfds"}',
+       f'--config.dataset.manual_dir={tmp_path / "manual"}'],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  text = proc.stdout + proc.stderr
+  assert proc.returncode == 2, text[-3000:]
+  assert 'Traceback' not in text, text[-3000:]
+  assert 'CUB_200_2011' in text and 'manual_dir' in text, text[-3000:]

@@ -10,12 +10,14 @@ is imported on first import of `fgjax.methods`), never branching on a method nam
 - `predict_fn(outputs) -> dict` of per-example arrays gathered in evaluation (at least `logits`).
 - `check_config(config)`: raise ValueError for impossible settings *before* compilation.
 - `default_model_config()`: the `config.model` fields the method reads, with defaults.
-- `batch_keys`: dataset fields the method needs in a batch.
+- `batch_keys`: dataset fields the method needs in a batch (a tuple, or a function of the config).
 - `pretrained(config) -> [(weight_dir, param_prefix), ...]`: ImageNet weights (written by
   `python -m fgjax.pretrained convert`) loaded into the subtree `param_prefix` of a fresh run.
+- `train_inputs`: ((model keyword, batch key), ...) passed to `model.apply` in training only,
+  e.g. (('labels', 'label'),) for a ground-truth-class CAM; evaluation never sees labels.
 - Evaluation extras (classification protocol): `eval_outputs` names further predict_fn outputs and
-  `eval_batch_keys` further dataset fields to gather over the split; `eval_metrics(gathered,
-  config) -> dict` turns them into metrics merged into the result (attribute accuracies,
+  `eval_batch_keys` further dataset fields to gather over the split (those the dataset has);
+  `eval_metrics(gathered, config) -> dict` turns them into metrics merged into the result (attribute accuracies,
   attention-box IoU, per-scale accuracies, ...).
 """
 
@@ -39,12 +41,13 @@ class Method:
   predict_fn: Callable
   default_model_config: Callable[[], ml_collections.ConfigDict]
   check_config: Callable = lambda config: None
-  batch_keys: tuple[str, ...] = ('image', 'label')
+  batch_keys: tuple[str, ...] | Callable = ('image', 'label')
   pretrained: Callable = lambda config: []
   description: str = ''
   eval_outputs: tuple[str, ...] = ()
-  eval_batch_keys: tuple[str, ...] = ()
+  eval_batch_keys: tuple[str, ...] | Callable = ()
   eval_metrics: Callable | None = None
+  train_inputs: tuple[tuple[str, str], ...] = ()
 
 
 _REGISTRY: dict[str, Method] = {}
@@ -65,6 +68,12 @@ def get(name: str) -> Method:
   if name not in _REGISTRY:
     raise ValueError(f'unknown method {name!r} (config.method); valid: {", ".join(list_methods())}')
   return _REGISTRY[name]
+
+
+def resolve_keys(keys, config) -> tuple[str, ...]:
+  """`batch_keys` / `eval_batch_keys` are a tuple or a function of the config (e.g. the dataset's
+  attribute field is a config choice)."""
+  return tuple(keys(config) if callable(keys) else keys)
 
 
 def compute_dtype(config):

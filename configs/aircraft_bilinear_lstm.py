@@ -1,0 +1,19 @@
+"""bilinear_lstm (Wu & Wang 2017) on FGVC-Aircraft, the paper's settings (fgjax.default_config.bilinear_lstm_recipe).
+
+python -m fgjax.data.prepare fgvc_aircraft --manual_dir=DIR          # once (README "Datasets")
+python -m fgjax.train --config=configs/aircraft_bilinear_lstm.py --workdir=DIR \
+  --config.model.backbone_a_pretrained=WEIGHTS/vgg19 --config.model.backbone_b_pretrained=WEIGHTS/vggm
+python -m fgjax.train --config=configs/aircraft_bilinear_lstm.py:runlocal --workdir=DIR ...   # CPU smoke run
+
+Seed 000 reports 88.4% top-1 with this model.
+"""
+
+from fgjax.default_config import bilinear_lstm_recipe, get_base_config
+
+
+def get_config(arg=None):
+  c = bilinear_lstm_recipe(get_base_config(), arg)
+  c.dataset.name = 'fgvc_aircraft'
+  c.dataset.train_split = 'trainval'
+  c.dataset.eval_split = 'test'
+  return c

@@ -1,0 +1,164 @@
+"""bilinear_lstm: Wu & Wang 2017, "Where to Focus" (seed 000). Model: fgjax.models.bilinear_lstm.
+
+Loss, eq. (5): cross-entropy + lambda * sum_uv (tau - sum_cells L_uv)^2 (+ gamma * sum Theta^2,
+which is optax weight decay: `add_decayed_weights(w)` adds w * Theta to the gradient, the gradient
+of (w/2) * sum Theta^2, so gamma = 1e-5 in eq. (5) is `config.optim.weight_decay = 2e-5`).
+- lambda = `config.model.attention_penalty` (paper: 1), averaged over the batch.
+- tau = `config.model.attention_tau`. The paper asks tau >= K^2 / D^ (D^ undefined). In Xu et al.
+  2015 (the penalty's source) the bound is (number of locations) / (number of steps); here every
+  one of the K*K cells spreads a unit of attention over the K*K locations, so the bound is 1 and
+  tau = 1 (the default) asks for equal total attention per location.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from fgjax import losses
+from fgjax.methods import (Method, backbone_kwargs, check_backbone_layer, check_pretrained,
+                           compute_dtype, register)
+from fgjax.models import backbones as backbones_lib
+
+
+def default_model_config() -> ml_collections.ConfigDict:
+  m = ml_collections.ConfigDict()
+  m.backbone_a = 'small_cnn'
+  m.layer_a = 'conv4'
+  m.backbone_a_kwargs = ml_collections.ConfigDict()
+  m.backbone_b = ''  # '' = one shared backbone
+  m.layer_b = ''  # '' = layer_a
+  m.backbone_b_kwargs = ml_collections.ConfigDict()
+  m.backbone_a_pretrained = ''
+  m.backbone_b_pretrained = ''
+  m.allow_random_init = False
+  m.proj_dim_a = 0  # 0 = no projection
+  m.proj_dim_b = 0
+  m.hidden = 512
+  m.num_layers = 2
+  m.rank = 0  # 0 = full W_x (d_A*d_B*5*hidden parameters); r > 0: low-rank factorisation
+  m.window = -1  # -1 = the whole causal rectangle; r >= 0: at most r rows/columns back
+  m.query = 'mean'  # attention query from the cell's predecessors: mean | up | left | concat
+  m.output = 'paper'  # 'paper': h = tanh(c*o) (eq. 2); 'standard': o*tanh(c)
+  m.init_source = 'gate_inputs'  # eq. (7): gate_inputs | bilinear | zeros
+  m.input_norm = 'sqrt_l2'  # per-location signed sqrt + l2 of B_uv: sqrt_l2 | none
+  m.readout = 'flatten'  # flatten | mean | last
+  m.dropout_rate = 0.5
+  m.scan = 'wavefront'  # wavefront | per_cell (reference only)
+  m.attention_penalty = 1.0  # lambda of eq. (5)
+  m.attention_tau = 1.0  # tau of eq. (5)
+  m.label_smoothing = 0.0
+  return m
+
+
+def build_model(config, meta):
+  from fgjax.models.bilinear_lstm import BilinearLSTM  # pylint: disable=g-import-not-at-top
+  m, dtype = config.model, compute_dtype(config)
+  backbone_a = backbones_lib.get_backbone(
+      m.backbone_a, **backbone_kwargs(config, 'backbone_a', 'backbone_a_pretrained', dtype))
+  backbone_b = (backbones_lib.get_backbone(
+      m.backbone_b, **backbone_kwargs(config, 'backbone_b', 'backbone_b_pretrained', dtype))
+                if m.backbone_b else None)
+  return BilinearLSTM(
+      num_classes=meta.num_classes, backbone_a=backbone_a, layer_a=m.layer_a,
+      backbone_b=backbone_b, layer_b=m.layer_b or None, proj_dim_a=m.proj_dim_a or None,
+      proj_dim_b=m.proj_dim_b or None, hidden=m.hidden, num_layers=m.num_layers,
+      rank=m.rank or None, window=None if m.window < 0 else m.window, query=m.query,
+      output=m.output, init_source=m.init_source, input_norm=m.input_norm, readout=m.readout,
+      dropout_rate=m.dropout_rate, scan=m.scan, dtype=dtype)
+
+
+def check_config(config) -> None:
+  from fgjax.models import bilinear_lstm as model_lib  # pylint: disable=g-import-not-at-top
+  from fgjax.models import spatial_lstm  # pylint: disable=g-import-not-at-top
+  m = config.model
+  check_backbone_layer(config, 'backbone_a', 'layer_a', 1)
+  if m.backbone_b:
+    check_backbone_layer(config, 'backbone_b', 'layer_b', 1, layer=m.layer_b or m.layer_a)
+  check_pretrained(config, 'backbone_a', 'backbone_a_pretrained')
+  if m.backbone_b_pretrained and not m.backbone_b:
+    raise ValueError('config.model.backbone_b_pretrained is set but config.model.backbone_b is '
+                     "'' (one shared stream): put the weights in backbone_a_pretrained")
+  check_pretrained(config, 'backbone_b', 'backbone_b_pretrained')
+  for field, valid in (('readout', model_lib.READOUTS), ('input_norm', model_lib.INPUT_NORMS),
+                       ('init_source', model_lib.INIT_SOURCES), ('query', spatial_lstm.QUERIES),
+                       ('output', spatial_lstm.OUTPUTS), ('scan', tuple(spatial_lstm.SCANS))):
+    if m[field] not in valid:
+      raise ValueError(f'config.model.{field} must be one of {", ".join(valid)}, got '
+                       f'{m[field]!r}')
+  for field, low in (('hidden', 1), ('rank', 0), ('proj_dim_a', 0), ('proj_dim_b', 0),
+                     ('window', -1)):
+    if m[field] < low:
+      raise ValueError(f'config.model.{field} must be >= {low}, got {m[field]}')
+  if m.num_layers not in (1, 2):
+    raise ValueError(f'config.model.num_layers must be 1 or 2, got {m.num_layers}')
+  if not 0.0 <= m.dropout_rate < 1.0:
+    raise ValueError(f'config.model.dropout_rate must be in [0, 1), got {m.dropout_rate}')
+  if m.attention_penalty < 0 or m.attention_tau < 0:
+    raise ValueError('config.model.attention_penalty and attention_tau must be >= 0, got '
+                     f'{m.attention_penalty} and {m.attention_tau}')
+
+
+def attention_penalty(attention_mass, tau: float):
+  """sum_uv (tau - sum_cells L_uv)^2 per image: (B, K, K) -> (B,), float32 (eq. 5)."""
+  return jnp.sum((tau - attention_mass.astype(jnp.float32)) ** 2, axis=(1, 2))
+
+
+def loss_fn(outputs, batch, config):
+  m = config.model
+  ce = losses.cross_entropy(outputs['logits'], batch['label'], m.label_smoothing)
+  penalty = attention_penalty(outputs['attention_mass'], m.attention_tau).mean()
+  loss = ce + m.attention_penalty * penalty
+  return loss, {'accuracy': losses.accuracy(outputs['logits'], batch['label']),
+                'cross_entropy': ce, 'attention_penalty': penalty}
+
+
+def predict_fn(outputs):
+  att = outputs['attention']
+  return {'logits': outputs['logits'], 'features': outputs['features'],
+          'attention_mass': outputs['attention_mass'], 'last_cell_attention': att[:, -1, -1]}
+
+
+def attention_in_box(attention: np.ndarray, bbox: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Fraction of each map's mass on grid cells whose centre lies in the box, and the fraction of
+  cells that do (the box's area on the grid). attention (N, K_h, K_w) >= 0, bbox (N, 4) =
+  (ymin, xmin, ymax, xmax) normalised; the grid is taken to tile the image (cell centre
+  ((u + 0.5) / K_h, (v + 0.5) / K_w)), exact for stride-aligned maps."""
+  n, kh, kw = attention.shape
+  cy, cx = (np.arange(kh) + 0.5) / kh, (np.arange(kw) + 0.5) / kw
+  inside = ((cy[None, :, None] >= bbox[:, 0, None, None]) & (cy[None, :, None] <= bbox[:, 2, None, None])
+            & (cx[None, None, :] >= bbox[:, 1, None, None]) & (cx[None, None, :] <= bbox[:, 3, None, None]))
+  att = attention.astype(np.float64)
+  mass = (att * inside).sum((1, 2)) / np.maximum(att.sum((1, 2)), 1e-30)
+  return mass, inside.reshape(n, -1).mean(1)
+
+
+def eval_metrics(gathered, config) -> dict:
+  """Where the attention goes, against the object box (synthetic_parts / CUB boxes)."""
+  del config
+  if 'bbox' not in gathered:  # the dataset has no object boxes
+    return {}
+  out = {}
+  for name in ('attention_mass', 'last_cell_attention'):
+    mass, area = attention_in_box(gathered[name], gathered['bbox'])
+    ok = area > 0
+    out[f'{name}_in_box'] = float(mass.mean())
+    out[f'{name}_box_ratio'] = float((mass[ok] / area[ok]).mean()) if ok.any() else float('nan')
+  out['box_area_fraction'] = float(area.mean())
+  return out
+
+
+def pretrained(config):
+  m = config.model
+  return [(d, p) for d, p in ((m.backbone_a_pretrained, 'backbone_a/'),
+                              (m.backbone_b_pretrained, 'backbone_b/')) if d]
+
+
+register(Method(
+    name='bilinear_lstm', build_model=build_model, loss_fn=loss_fn, predict_fn=predict_fn,
+    default_model_config=default_model_config, check_config=check_config, pretrained=pretrained,
+    description='two-stream bilinear features -> 2-layer 2-D spatial LSTM with causal soft '
+                'location attention (Wu & Wang 2017)',
+    eval_outputs=('attention_mass', 'last_cell_attention'), eval_batch_keys=('bbox',),
+    eval_metrics=eval_metrics))

@@ -1,0 +1,166 @@
+"""Spatially recurrent bilinear attention network (Wu & Wang 2017, "Where to Focus"), Linen module.
+
+Source: seed 000 (/work/shared/seeds/000_*.txt), sections 3.1-3.4 and 4.2. Data flow:
+
+  images -> stream A (VGG-D relu5_4) and stream B (VGG-M relu5), cropped to a common K x K grid
+         -> [optional 1x1 projections to d_A, d_B channels + ReLU]
+         -> per-location bilinear features B_uv = a_uv b_uv^T (eq. 1), never materialised:
+            X_uv = W_x vec(B_uv) by einsum (full kernel or low rank, `BilinearGateInput`)
+         -> layer 1: spatial LSTM with causal soft location attention (eq. 2-4), hidden 512,
+            initial state from eq. (7)
+         -> layer 2: spatial LSTM over layer 1's hidden states (eq. 2 without attention)
+         -> readout ("flattening", sec. 4.2) -> dropout -> linear k-way softmax layer (eq. 6).
+
+Memory: full bilinear inputs are d_A*d_B per location (512*512 = 262,144), so the full W_x is
+d_A*d_B*5*hidden = 671M parameters at hidden 512: use `proj_dim_a/b` (e.g. 64x64 -> 21M) or
+`rank` (W_x = ((a P) * (b Q)) R, rank r: (d_A + d_B + 5*hidden) * r parameters).
+
+Choices the paper leaves open (all config options, module docstring of `spatial_lstm` for the
+cell itself):
+- `input_norm`: 'sqrt_l2' (default) applies B-CNN's signed square root and l2 normalisation to each
+  B_uv. Both factor through the outer product (sign(a_i b_j) sqrt|a_i b_j| = s(a_i) s(b_j) with
+  s(x) = sign(x) sqrt|x|, and |s(a) s(b)^T| = |s(a)| |s(b)|), so it is applied to a_uv and b_uv
+  separately, exactly. 'none' feeds raw products (relu5 magnitudes make the gates saturate).
+- `init_source` for eq. (7): 'gate_inputs' (default) feeds f_init the mean of X_uv = W_x vec(B_uv),
+  which is W_x vec(mean_uv B_uv): eq. (7)'s argument through the (shared) input projection, a
+  5*hidden-wide factorisation of f_init's first layer; 'bilinear' is literal (mean_uv vec(B_uv),
+  d_A*d_B wide: use with projections); 'zeros' gives no initial state. Layer 2 gets its own
+  (h0, c0) from f_init of the mean of layer 1's hidden states ('zeros' turns this off too).
+- Dropout 0.5 "at all non-recurrent connections": on the bilinear factors a_uv, b_uv (dropping an
+  entry of a drops a row of B_uv; elementwise dropout on B_uv would need B materialised), on layer
+  1's hidden states entering layer 2, and on the readout entering the classifier.
+- `readout`: 'flatten' (default, "followed by ... flattening": K*K*hidden features), 'mean' (over
+  cells), 'last' (cell (K-1, K-1), the only one whose causal region is the whole grid).
+Outputs: `logits`, `features` (the readout), `attention` (B, K, K, K, K): L at every cell, and
+`attention_mass` (B, K, K): sum over cells of L_uv, the quantity of eq. (5)'s penalty.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from fgjax.models import spatial_lstm as slstm
+from fgjax.ops import bilinear as bops
+
+READOUTS = ('flatten', 'mean', 'last')
+INPUT_NORMS = ('sqrt_l2', 'none')
+INIT_SOURCES = ('gate_inputs', 'bilinear', 'zeros')
+
+
+def normalise_factor(x: jax.Array, eps: float = 1e-5, l2_eps: float = 1e-12) -> jax.Array:
+  """s(x) / |s(x)| with s(x) = sign(x) sqrt(|x| + eps), over the channel axis, float32.
+
+  For two factors, normalise_factor(a) (outer) normalise_factor(b) is the per-location B-CNN
+  normalisation of a b^T (signed sqrt, then l2), up to the eps placement.
+  """
+  x = x.astype(jnp.float32)
+  s = jnp.sign(x) * jnp.sqrt(jnp.abs(x) + eps)
+  return s / jnp.maximum(jnp.linalg.norm(s, axis=-1, keepdims=True), l2_eps)
+
+
+class BilinearLSTM(nn.Module):
+  """Two-stream bilinear features -> 2-layer spatial LSTM with attention -> classifier.
+
+  Attributes:
+    num_classes: classifier outputs.
+    backbone_a / layer_a, backbone_b / layer_b: streams as in `fgjax.models.bilinear.BCNN`
+      (backbone_b None: one shared backbone; layer_b None: layer_a).
+    proj_dim_a, proj_dim_b: optional 1x1 conv + ReLU per stream (`proj_a`, `proj_b`).
+    hidden: LSTM hidden and cell size (paper: 512), both layers.
+    num_layers: 1 or 2 (paper: 2); only layer 1 attends.
+    rank: None for the full W_x, else the low-rank factorisation's rank.
+    window, query, output: the attentive cell's options (`AttentiveSpatialLSTM`).
+    init_source, input_norm, readout: see the module docstring.
+    dropout_rate: on the non-recurrent connections (paper: 0.5).
+    scan: 'wavefront' (default) or 'per_cell' (reference; slow).
+    dtype: compute dtype of projections and LSTM matmuls; states, softmax, params are float32.
+  """
+  num_classes: int
+  backbone_a: nn.Module
+  layer_a: str
+  backbone_b: nn.Module | None = None
+  layer_b: str | None = None
+  proj_dim_a: int | None = None
+  proj_dim_b: int | None = None
+  hidden: int = 512
+  num_layers: int = 2
+  rank: int | None = None
+  window: int | None = None
+  query: str = 'mean'
+  output: str = 'paper'
+  init_source: str = 'gate_inputs'
+  input_norm: str = 'sqrt_l2'
+  readout: str = 'flatten'
+  dropout_rate: float = 0.5
+  scan: str = 'wavefront'
+  dtype: Any = jnp.float32
+
+  def _check(self):
+    for value, valid, name in ((self.readout, READOUTS, 'readout'),
+                               (self.input_norm, INPUT_NORMS, 'input_norm'),
+                               (self.init_source, INIT_SOURCES, 'init_source')):
+      if value not in valid:
+        raise ValueError(f'unknown {name} {value!r}; valid: {", ".join(valid)}')
+    if self.num_layers not in (1, 2):
+      raise ValueError(f'num_layers must be 1 or 2, got {self.num_layers}')
+
+  def _streams(self, images, train):
+    feats_a = self.backbone_a(images, train=train)['features']
+    a = feats_a[self.layer_a]
+    layer_b = self.layer_a if self.layer_b is None else self.layer_b
+    if self.backbone_b is None and layer_b == self.layer_a and self.proj_dim_b is None:
+      b = a  # symmetric [D,D]
+      if self.proj_dim_a:
+        a = b = nn.relu(nn.Conv(self.proj_dim_a, (1, 1), dtype=self.dtype, name='proj_a')(a))
+      return a, b
+    feats_b = feats_a if self.backbone_b is None else self.backbone_b(images, train=train)[
+        'features']
+    b = feats_b[layer_b]
+    if a.shape[1:3] != b.shape[1:3]:
+      a, b = bops.crop_to_common(a, b)
+    if self.proj_dim_a:
+      a = nn.relu(nn.Conv(self.proj_dim_a, (1, 1), dtype=self.dtype, name='proj_a')(a))
+    if self.proj_dim_b:
+      b = nn.relu(nn.Conv(self.proj_dim_b, (1, 1), dtype=self.dtype, name='proj_b')(b))
+    return a, b
+
+  @nn.compact
+  def __call__(self, images: jax.Array, train: bool = False) -> dict[str, jax.Array]:
+    self._check()
+    a, b = self._streams(images, train)
+    if self.input_norm == 'sqrt_l2':
+      a, b = normalise_factor(a), normalise_factor(b)
+    drop = lambda x: nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    a, b = drop(a), drop(b)
+    n, k_h, k_w = a.shape[:3]
+
+    gates_x = slstm.BilinearGateInput(self.hidden, self.rank, dtype=self.dtype,
+                                      name='gate_input')(a, b)
+    init1 = init2 = None
+    if self.init_source == 'gate_inputs':
+      init1 = slstm.InitialState(self.hidden, dtype=self.dtype, name='init_1')(gates_x)
+    elif self.init_source == 'bilinear':
+      mean_b = bops.bilinear_pool(a, b).reshape(n, -1)
+      init1 = slstm.InitialState(self.hidden, dtype=self.dtype, name='init_1')(mean_b)
+    h, att = slstm.AttentiveSpatialLSTM(
+        self.hidden, output=self.output, dtype=self.dtype, scan=self.scan, window=self.window,
+        query=self.query, name='lstm_1')(gates_x, init1)
+    if self.num_layers == 2:
+      h = drop(h)
+      if self.init_source != 'zeros':
+        init2 = slstm.InitialState(self.hidden, dtype=self.dtype, name='init_2')(h)
+      h = slstm.SpatialLSTM(self.hidden, output=self.output, dtype=self.dtype, scan=self.scan,
+                            name='lstm_2')(h, init2)
+
+    if self.readout == 'flatten':
+      features = h.reshape(n, -1)
+    elif self.readout == 'mean':
+      features = h.mean(axis=(1, 2))
+    else:
+      features = h[:, -1, -1]
+    logits = nn.Dense(self.num_classes, dtype=jnp.float32, name='classifier')(drop(features))
+    return {'logits': logits.astype(jnp.float32), 'features': features,
+            'attention': att, 'attention_mass': att.sum(axis=(1, 2))}

@@ -245,3 +245,14 @@ def bilinear_lstm_reid_recipe(c: ml_collections.ConfigDict, query_split: str, ga
   c.eval.protocol = 'reid'
   c.eval.query_split, c.eval.gallery_split = query_split, gallery_split
   return c
+
+
+def viper_split_arg(arg: str | None) -> tuple[str, str | None]:
+  """'splitK[,rest]' -> ('splitK', rest or None); None -> ('split0', None). VIPeR's 10 splits."""
+  parts = [p for p in (arg or '').split(',') if p]
+  split = 'split0'
+  if parts and parts[0].startswith('split'):
+    split = parts.pop(0)
+    if split[5:] not in [str(k) for k in range(10)]:
+      raise ValueError(f'VIPeR has splits split0..split9, got {split!r}')
+  return split, (','.join(parts) or None)

@@ -17,8 +17,8 @@ is imported on first import of `fgjax.methods`), never branching on a method nam
   e.g. (('labels', 'label'),) for a ground-truth-class CAM; evaluation never sees labels.
 - Evaluation extras (classification protocol): `eval_outputs` names further predict_fn outputs and
   `eval_batch_keys` further dataset fields to gather over the split (those the dataset has);
-  `eval_metrics(gathered, config) -> dict` turns them into metrics merged into the result (attribute accuracies,
-  attention-box IoU, per-scale accuracies, ...).
+  `eval_metrics(gathered, config) -> dict` turns them into metrics merged into the result
+  (attribute accuracies, attention-box IoU, per-scale accuracies, ...).
 """
 
 from __future__ import annotations
@@ -148,6 +148,58 @@ def backbone_kwargs(config, backbone_field: str, weights_field: str, dtype) -> d
     from fgjax.models.backbones.preprocessing import Preprocessing  # pylint: disable=g-import-not-at-top
     kwargs['preprocessing'] = Preprocessing.load(config.model[weights_field])
   return kwargs
+
+
+# ----------------------------------------------------------------------------------------------
+# Two-stream models (bcnn, bcnn_spp, bilinear_lstm): stream A and an optional stream B
+# ----------------------------------------------------------------------------------------------
+
+def add_two_stream_fields(m: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The stream fields of `config.model` (defaults: one shared small-CNN stream, [D,D])."""
+  m.backbone_a = 'small_cnn'  # stream A ("D" in [D,M])
+  m.layer_a = 'conv4'
+  m.backbone_a_kwargs = ml_collections.ConfigDict()
+  m.backbone_b = ''  # '' = one shared stream, symmetric [D,D]
+  m.layer_b = ''  # '' = same layer name as stream A
+  m.backbone_b_kwargs = ml_collections.ConfigDict()
+  # Weight directories from `python -m fgjax.pretrained convert` (their preprocessing comes along).
+  m.backbone_a_pretrained = ''
+  m.backbone_b_pretrained = ''
+  m.allow_random_init = False  # ImageNet backbones without weights are an error unless True
+  m.proj_dim_a = 0  # 0 = no 1x1 projection
+  m.proj_dim_b = 0
+  return m
+
+
+def two_stream_backbones(config, dtype):
+  """(backbone_a, backbone_b or None) of `config.model`, with their weights' preprocessing."""
+  m = config.model
+  backbone_a = backbones_lib.get_backbone(
+      m.backbone_a, **backbone_kwargs(config, 'backbone_a', 'backbone_a_pretrained', dtype))
+  backbone_b = (backbones_lib.get_backbone(
+      m.backbone_b, **backbone_kwargs(config, 'backbone_b', 'backbone_b_pretrained', dtype))
+                if m.backbone_b else None)
+  return backbone_a, backbone_b
+
+
+def check_two_streams(config, min_grid: int) -> None:
+  """Both streams' backbones, layers (grid >= min_grid) and weight directories."""
+  m = config.model
+  check_backbone_layer(config, 'backbone_a', 'layer_a', min_grid)
+  if m.backbone_b:
+    check_backbone_layer(config, 'backbone_b', 'layer_b', min_grid, layer=m.layer_b or m.layer_a)
+  check_pretrained(config, 'backbone_a', 'backbone_a_pretrained')
+  if m.backbone_b_pretrained and not m.backbone_b:
+    raise ValueError('config.model.backbone_b_pretrained is set but config.model.backbone_b is '
+                     "'' (one shared stream): put the weights in backbone_a_pretrained")
+  check_pretrained(config, 'backbone_b', 'backbone_b_pretrained')
+
+
+def two_stream_pretrained(config) -> list[tuple[str, str]]:
+  """`Method.pretrained` of a two-stream model: each stream's weight directory, if set."""
+  m = config.model
+  return [(d, p) for d, p in ((m.backbone_a_pretrained, 'backbone_a/'),
+                              (m.backbone_b_pretrained, 'backbone_b/')) if d]
 
 
 def _import_all_methods() -> None:

@@ -17,24 +17,12 @@ import ml_collections
 import numpy as np
 
 from fgjax import losses
-from fgjax.methods import (Method, backbone_kwargs, check_backbone_layer, check_pretrained,
-                           compute_dtype, register)
-from fgjax.models import backbones as backbones_lib
+from fgjax.methods import (Method, add_two_stream_fields, check_two_streams, compute_dtype,
+                           register, two_stream_backbones, two_stream_pretrained)
 
 
 def default_model_config() -> ml_collections.ConfigDict:
-  m = ml_collections.ConfigDict()
-  m.backbone_a = 'small_cnn'
-  m.layer_a = 'conv4'
-  m.backbone_a_kwargs = ml_collections.ConfigDict()
-  m.backbone_b = ''  # '' = one shared backbone
-  m.layer_b = ''  # '' = layer_a
-  m.backbone_b_kwargs = ml_collections.ConfigDict()
-  m.backbone_a_pretrained = ''
-  m.backbone_b_pretrained = ''
-  m.allow_random_init = False
-  m.proj_dim_a = 0  # 0 = no projection
-  m.proj_dim_b = 0
+  m = add_two_stream_fields(ml_collections.ConfigDict())
   m.hidden = 512
   m.num_layers = 2
   m.rank = 0  # 0 = full W_x (d_A*d_B*5*hidden parameters); r > 0: low-rank factorisation
@@ -55,11 +43,7 @@ def default_model_config() -> ml_collections.ConfigDict:
 def build_model(config, meta):
   from fgjax.models.bilinear_lstm import BilinearLSTM  # pylint: disable=g-import-not-at-top
   m, dtype = config.model, compute_dtype(config)
-  backbone_a = backbones_lib.get_backbone(
-      m.backbone_a, **backbone_kwargs(config, 'backbone_a', 'backbone_a_pretrained', dtype))
-  backbone_b = (backbones_lib.get_backbone(
-      m.backbone_b, **backbone_kwargs(config, 'backbone_b', 'backbone_b_pretrained', dtype))
-                if m.backbone_b else None)
+  backbone_a, backbone_b = two_stream_backbones(config, dtype)
   return BilinearLSTM(
       num_classes=meta.num_classes, backbone_a=backbone_a, layer_a=m.layer_a,
       backbone_b=backbone_b, layer_b=m.layer_b or None, proj_dim_a=m.proj_dim_a or None,
@@ -73,14 +57,7 @@ def check_config(config) -> None:
   from fgjax.models import bilinear_lstm as model_lib  # pylint: disable=g-import-not-at-top
   from fgjax.models import spatial_lstm  # pylint: disable=g-import-not-at-top
   m = config.model
-  check_backbone_layer(config, 'backbone_a', 'layer_a', 1)
-  if m.backbone_b:
-    check_backbone_layer(config, 'backbone_b', 'layer_b', 1, layer=m.layer_b or m.layer_a)
-  check_pretrained(config, 'backbone_a', 'backbone_a_pretrained')
-  if m.backbone_b_pretrained and not m.backbone_b:
-    raise ValueError('config.model.backbone_b_pretrained is set but config.model.backbone_b is '
-                     "'' (one shared stream): put the weights in backbone_a_pretrained")
-  check_pretrained(config, 'backbone_b', 'backbone_b_pretrained')
+  check_two_streams(config, min_grid=1)
   for field, valid in (('readout', model_lib.READOUTS), ('input_norm', model_lib.INPUT_NORMS),
                        ('init_source', model_lib.INIT_SOURCES), ('query', spatial_lstm.QUERIES),
                        ('output', spatial_lstm.OUTPUTS), ('scan', tuple(spatial_lstm.SCANS))):
@@ -149,15 +126,10 @@ def eval_metrics(gathered, config) -> dict:
   return out
 
 
-def pretrained(config):
-  m = config.model
-  return [(d, p) for d, p in ((m.backbone_a_pretrained, 'backbone_a/'),
-                              (m.backbone_b_pretrained, 'backbone_b/')) if d]
-
-
 register(Method(
     name='bilinear_lstm', build_model=build_model, loss_fn=loss_fn, predict_fn=predict_fn,
-    default_model_config=default_model_config, check_config=check_config, pretrained=pretrained,
+    default_model_config=default_model_config, check_config=check_config,
+    pretrained=two_stream_pretrained,
     description='two-stream bilinear features -> 2-layer 2-D spatial LSTM with causal soft '
                 'location attention (Wu & Wang 2017)',
     eval_outputs=('attention_mass', 'last_cell_attention'), eval_batch_keys=('bbox',),

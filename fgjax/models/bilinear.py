@@ -26,6 +26,46 @@ from fgjax.ops import bilinear as bops
 SPP_LEVELS = (1, 2)
 
 
+def is_symmetric(module) -> bool:
+  """One shared backbone, one layer and no second projection: the [D,D] case (b is a)."""
+  return (module.backbone_b is None and module.layer_b in (None, module.layer_a)
+          and module.proj_dim_b is None)
+
+
+def _layer(feats: dict, layer: str, which: str) -> jax.Array:
+  if layer not in feats:
+    raise ValueError(f'{which}: layer {layer!r} not in the backbone outputs {sorted(feats)}')
+  return feats[layer]
+
+
+def _project(module, x: jax.Array, dim: int | None, name: str) -> jax.Array:
+  if dim is None:
+    return x
+  return nn.relu(nn.Conv(dim, (1, 1), dtype=module.dtype, name=name)(x))
+
+
+def two_stream_maps(module, images: jax.Array, train: bool):
+  """The two feature maps of a two-stream model, called from its compact `__call__`.
+
+  `module` has the fields backbone_a, layer_a, backbone_b, layer_b, proj_dim_a, proj_dim_b, dtype
+  (BCNN, BilinearLSTM); submodules `backbone_a`, `backbone_b`, `proj_a`, `proj_b` are bound to it.
+  Returns (a, b): b is None in the symmetric case (`is_symmetric`, where `a` is projected once);
+  otherwise both maps, cropped to their common grid (dropping trailing rows/columns), projected.
+  """
+  feats_a = module.backbone_a(images, train=train)['features']
+  a = _layer(feats_a, module.layer_a, 'backbone_a')
+  if is_symmetric(module):
+    return _project(module, a, module.proj_dim_a, 'proj_a'), None
+  layer_b = module.layer_a if module.layer_b is None else module.layer_b
+  shared = module.backbone_b is None
+  feats_b = feats_a if shared else module.backbone_b(images, train=train)['features']
+  b = _layer(feats_b, layer_b, 'backbone_a' if shared else 'backbone_b')
+  if a.shape[1:3] != b.shape[1:3]:
+    a, b = bops.crop_to_common(a, b)
+  b = _project(module, b, module.proj_dim_b, 'proj_b')
+  return _project(module, a, module.proj_dim_a, 'proj_a'), b
+
+
 class BCNN(nn.Module):
   """B-CNN: backbone map(s) -> [projection] -> bilinear pool -> signed sqrt -> l2 -> linear.
 
@@ -85,42 +125,16 @@ class BCNN(nn.Module):
   @property
   def symmetric(self) -> bool:
     """True for the one-stream [D,D] head (the same map on both sides)."""
-    return (self.backbone_b is None and self.layer_b in (None, self.layer_a)
-            and self.proj_dim_b is None)
+    return is_symmetric(self)
 
   @property
   def feature_dim_factor(self) -> int:
     """Number of Ca x Cb blocks in `features`: 5 with SPP, else 1."""
     return sum(l * l for l in SPP_LEVELS) if self.spp else 1
 
-  def _project(self, x: jax.Array, dim: int | None, name: str) -> jax.Array:
-    if dim is None:
-      return x
-    x = nn.Conv(dim, (1, 1), dtype=self.dtype, name=name)(x)
-    return nn.relu(x)
-
-  @staticmethod
-  def _layer(feats: dict, layer: str, which: str) -> jax.Array:
-    if layer not in feats:
-      raise ValueError(f'{which}: layer {layer!r} not in the backbone outputs {sorted(feats)}')
-    return feats[layer]
-
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> dict[str, jax.Array]:
-    layer_b = self.layer_a if self.layer_b is None else self.layer_b
-    feats_a = self.backbone_a(images, train=train)['features']
-    a = self._layer(feats_a, self.layer_a, 'backbone_a')
-    if self.symmetric:
-      b = None
-    else:
-      feats_b = (feats_a if self.backbone_b is None
-                 else self.backbone_b(images, train=train)['features'])
-      b = self._layer(feats_b, layer_b, 'backbone_b' if self.backbone_b is not None else 'backbone_a')
-      if a.shape[1:3] != b.shape[1:3]:
-        a, b = bops.crop_to_common(a, b)
-      b = self._project(b, self.proj_dim_b, 'proj_b')
-    a = self._project(a, self.proj_dim_a, 'proj_a')
-
+    a, b = two_stream_maps(self, images, train)
     features = bops.bilinear_features(
         a, b, spp_levels=SPP_LEVELS if self.spp else None, sqrt_variant=self.sqrt_variant,
         sqrt_eps=self.sqrt_eps, l2_eps=self.l2_eps, precision=self.precision)

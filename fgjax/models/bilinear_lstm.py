@@ -42,6 +42,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fgjax.models import bilinear
 from fgjax.models import spatial_lstm as slstm
 from fgjax.ops import bilinear as bops
 
@@ -67,7 +68,8 @@ class BilinearLSTM(nn.Module):
   Attributes:
     num_classes: classifier outputs.
     backbone_a / layer_a, backbone_b / layer_b: streams as in `fgjax.models.bilinear.BCNN`
-      (backbone_b None: one shared backbone; layer_b None: layer_a).
+      (backbone_b None: one shared backbone; layer_b None: layer_a); the maps come from
+      `fgjax.models.bilinear.two_stream_maps`.
     proj_dim_a, proj_dim_b: optional 1x1 conv + ReLU per stream (`proj_a`, `proj_b`).
     hidden: LSTM hidden and cell size (paper: 512), both layers.
     num_layers: 1 or 2 (paper: 2); only layer 1 attends.
@@ -107,30 +109,11 @@ class BilinearLSTM(nn.Module):
     if self.num_layers not in (1, 2):
       raise ValueError(f'num_layers must be 1 or 2, got {self.num_layers}')
 
-  def _streams(self, images, train):
-    feats_a = self.backbone_a(images, train=train)['features']
-    a = feats_a[self.layer_a]
-    layer_b = self.layer_a if self.layer_b is None else self.layer_b
-    if self.backbone_b is None and layer_b == self.layer_a and self.proj_dim_b is None:
-      b = a  # symmetric [D,D]
-      if self.proj_dim_a:
-        a = b = nn.relu(nn.Conv(self.proj_dim_a, (1, 1), dtype=self.dtype, name='proj_a')(a))
-      return a, b
-    feats_b = feats_a if self.backbone_b is None else self.backbone_b(images, train=train)[
-        'features']
-    b = feats_b[layer_b]
-    if a.shape[1:3] != b.shape[1:3]:
-      a, b = bops.crop_to_common(a, b)
-    if self.proj_dim_a:
-      a = nn.relu(nn.Conv(self.proj_dim_a, (1, 1), dtype=self.dtype, name='proj_a')(a))
-    if self.proj_dim_b:
-      b = nn.relu(nn.Conv(self.proj_dim_b, (1, 1), dtype=self.dtype, name='proj_b')(b))
-    return a, b
-
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> dict[str, jax.Array]:
     self._check()
-    a, b = self._streams(images, train)
+    a, b = bilinear.two_stream_maps(self, images, train)
+    b = a if b is None else b  # symmetric [D,D]: the same (projected) map on both sides
     if self.input_norm == 'sqrt_l2':
       a, b = normalise_factor(a), normalise_factor(b)
     drop = lambda x: nn.Dropout(self.dropout_rate, deterministic=not train)(x)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -92,6 +94,30 @@ def _prepare_once(cfg, log):
       sharding.barrier('fgjax-dataset-prepared')
   sharding.barrier('fgjax-dataset-prepared')
   return datasets.prepare(cfg, log=lambda m: None)
+
+
+def load_run_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a run was trained with: WORKDIR/config.json (written by fgjax.train), locked.
+
+  Used by the commands that take only --workdir (predict, export) and by evaluate without --config.
+  JSON lists stand where the config file had tuples; every consumer accepts both.
+  """
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path} does not exist: --workdir must be a directory written by '
+                            'python -m fgjax.train --config=... --workdir=DIR')
+  with open(path) as f:
+    try:
+      raw = json.load(f)
+    except json.JSONDecodeError as e:
+      raise ValueError(f'{path} is not valid JSON ({e}); it should be the config.json that '
+                       'fgjax.train wrote') from e
+  if not isinstance(raw, dict) or 'method' not in raw or 'dataset' not in raw:
+    raise ValueError(f'{path} is not an fgjax run config (expected a JSON object with "method" '
+                     'and "dataset")')
+  config = ml_collections.ConfigDict(raw)
+  config.lock()
+  return config
 
 
 def setup(config: ml_collections.ConfigDict, mesh=None, log=print) -> Experiment:

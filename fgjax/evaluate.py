@@ -1,51 +1,236 @@
-"""Evaluate the latest checkpoint of a run.
+"""Evaluate the latest checkpoint of a run, write its metrics and plots.
 
-python -m fgjax.evaluate --config=configs/X.py --workdir=DIR [--split=test]
+python -m fgjax.evaluate --workdir=DIR [--config=configs/X.py] [--split=test] [--noplots]
+    [--svm [--svm_c=1.0] [--svm_loss=hinge] [--svm_normalize=l2] [--svm_train_splits=train]]
 
+Without --config the run's own config (WORKDIR/config.json, written by fgjax.train) is used.
 Writes WORKDIR/metrics.json for the config's eval split (the same file training ends with), or
-WORKDIR/metrics_<split>.json for another split, and prints the metrics as JSON.
+WORKDIR/metrics_<split>.json for another split, and prints the metrics as JSON (the last line of
+stdout). Plots (process 0 only; see fgjax/plots.py) go to WORKDIR/plots/<split>/ ('query->gallery'
+is written query_to_gallery):
+- 'classification' protocol: per_class_accuracy.png, confusion_matrix.png;
+- 'reid': cmc.png (rank 1..50, or the gallery size if smaller);
+- 'retrieval': retrieval_examples.png (--retrieval_queries queries, each with its top-8).
+--svm trains one-vs-all linear SVMs on the embeddings of the training split(s) and reports
+svm_top1 / svm_mean_per_class on the evaluated split (fgjax/svm.py; needs scikit-learn:
+pip install 'fgjax[svm]').
+
+Exit codes: 0 done; 2 a config, workdir, split or option problem (the message says what to do).
 """
+
+from __future__ import annotations
 
 import json
 import os
+import sys
 
 from absl import app, flags
 import jax
-from ml_collections import config_flags
+import numpy as np
 
-from fgjax import checkpoint, cli, evaluation, experiment, trainer
+from fgjax import checkpoint, cli, evaluation, experiment, metrics, plots, svm as svm_lib, trainer
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file of the run.',
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'The run\'s workdir (with checkpoints/).')
-_SPLIT = flags.DEFINE_string('split', None, 'Split to evaluate (default: config.dataset.eval_split).')
-flags.mark_flags_as_required(['config', 'workdir'])
+RETRIEVAL_TOP_K = 8
 
 
-def evaluate_latest(config, workdir: str, split: str | None = None) -> dict:
-  exp = experiment.setup(config)
+def restore_latest(config, workdir: str, mesh=None, log=lambda m: None):
+  """(experiment, state, step) of the latest checkpoint in `workdir`; config None = the run's."""
+  if config is None:
+    config = experiment.load_run_config(workdir)
+  exp = experiment.setup(config, mesh=mesh, log=log)
   ckpts = checkpoint.Checkpoints(workdir)
   step = ckpts.latest_step()
   if step is None:
     raise FileNotFoundError(f'no checkpoint in {ckpts.directory}; train first with '
                             f'python -m fgjax.train --config=... --workdir={workdir}')
   state, _ = trainer.restore(exp, ckpts, step)
-  result = {**evaluation.evaluate(exp, state, split), 'step': step}
+  return exp, state, step
+
+
+def is_main_process() -> bool:
+  """Process 0 writes the metrics file and the plots."""
+  return jax.process_index() == 0
+
+
+def plot_dir(workdir: str, split: str) -> str:
+  return os.path.join(workdir, 'plots', split.replace('->', '_to_'))
+
+
+def class_names(exp) -> list[str] | None:
+  """The label names of the dataset builder's info, if it has them."""
+  try:
+    names = list(exp.builder.info.features['label'].names)
+  except Exception:  # pylint: disable=broad-except
+    return None
+  return names if len(names) == exp.meta.num_classes else None
+
+
+def write_plots(exp, result: dict, gathered: dict, out_dir: str,
+                retrieval_queries: int = 6) -> list[str]:
+  """The protocol's plots (see the module docstring) into `out_dir`; returns the paths."""
+  cfg = exp.config.eval
+  name = f'{exp.method.name} on {exp.meta.name} {result["split"]}'
+  if cfg.protocol == 'classification':
+    out = gathered['eval']
+    pred = np.argmax(out['logits'], -1)
+    names = class_names(exp)
+    return [plots.per_class_accuracy(pred, out['label'], exp.meta.num_classes,
+                                     os.path.join(out_dir, 'per_class_accuracy.png'), names,
+                                     title=f'per-class accuracy, {name}'),
+            plots.confusion_matrix(pred, out['label'], exp.meta.num_classes,
+                                   os.path.join(out_dir, 'confusion_matrix.png'), names,
+                                   title=name)]
+  if cfg.protocol == 'reid':
+    return [plots.cmc_curve(reid_cmc(exp, gathered['query'], gathered['gallery']),
+                            os.path.join(out_dir, 'cmc.png'),
+                            title=f'CMC ({cfg.reid_protocol}), {name}, mAP {result["map"]:.3f}')]
+  out = gathered['eval']
+  queries, neighbours = retrieval_neighbours(out[cfg.embedding], retrieval_queries,
+                                             RETRIEVAL_TOP_K)
+  source, labels, index = exp.source(result['split']), out['label'], out['index']
+  image = lambda i: np.asarray(source[int(index[i])]['image'])
+  return [plots.retrieval_examples(
+      [image(q) for q in queries], [[image(j) for j in row] for row in neighbours],
+      [labels[row] == labels[q] for q, row in zip(queries, neighbours)],
+      os.path.join(out_dir, 'retrieval_examples.png'),
+      title=f'retrieval ({cfg.embedding}, cosine), {name}: query + top-{RETRIEVAL_TOP_K}')]
+
+
+def reid_cmc(exp, q: dict, g: dict, max_rank: int = 50) -> np.ndarray:
+  """The CMC curve (cmc[r] = rank r+1) with the distances and protocol of metrics.reid_metrics."""
+  cfg = exp.config.eval
+  emb = cfg.embedding
+  dist = metrics.distance_matrix(q[emb], g[emb], cfg.distance, True)
+  if cfg.rerank:
+    dist = metrics.re_ranking(dist, metrics.distance_matrix(q[emb], q[emb], cfg.distance, True),
+                              metrics.distance_matrix(g[emb], g[emb], cfg.distance, True))
+  args = (dist, q['identity'], g['identity'], q['camera'], g['camera'], max_rank)
+  if cfg.reid_protocol == 'cuhk03':
+    return metrics.reid_cmc_map_cuhk03(*args, seed=exp.config.seed)[0]
+  return metrics.reid_cmc_map(*args)[0]
+
+
+def retrieval_neighbours(embeddings: np.ndarray, num_queries: int,
+                         k: int) -> tuple[np.ndarray, np.ndarray]:
+  """(query positions evenly spread over the split, (Q, k) nearest others by cosine similarity,
+  ties by position: the ranking of metrics.recall_at_k)."""
+  n = len(embeddings)
+  queries = np.unique(np.linspace(0, n - 1, min(num_queries, n)).round().astype(np.int64))
+  f = np.asarray(embeddings, np.float64)
+  f = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+  sim = f[queries] @ f.T
+  sim[np.arange(len(queries)), queries] = -np.inf
+  return queries, np.argsort(-sim, axis=1, kind='stable')[:, :min(k, n - 1)]
+
+
+def check_svm(exp, train_splits=None, embedding=None, **options) -> dict:
+  """Validates the `--svm` options before anything is computed; returns them completed."""
+  if exp.config.eval.protocol != 'classification':
+    raise ValueError("--svm scores classes of the evaluated split and needs "
+                     "config.eval.protocol='classification', got "
+                     f'{exp.config.eval.protocol!r}')
+  svm_lib.linear_svc()  # fails first, with the install line, if scikit-learn is missing
+  svm_lib.OneVsAllSVM(exp.meta.num_classes, **options)  # option values
+  embedding = embedding or exp.config.eval.embedding
+  evaluation.check_embedding(exp, embedding, '--svm_embedding')
+  train_splits = list(train_splits or [exp.config.dataset.train_split])
+  for s in train_splits:
+    exp.meta.check_split(s, '--svm_train_splits')
+  return {'train_splits': train_splits, 'embedding': embedding, **options}
+
+
+def svm_metrics(exp, state, split: str, gathered: dict, **svm_options) -> dict:
+  """One-vs-all linear SVMs (fgjax.svm) trained on `train_splits` (default
+  config.dataset.train_split) and scored on `split`, on the method output `embedding` (default
+  config.eval.embedding); other options (C, loss, normalize, max_iter) go to fgjax.svm."""
+  opts = check_svm(exp, **svm_options)
+  train_splits, embedding = opts.pop('train_splits'), opts.pop('embedding')
+  step = evaluation.make_eval_step(exp, outputs=(embedding,), batch_keys=('label',))
+  train = [evaluation.collect(exp, state, s, step, batch_keys=('label',)) for s in train_splits]
+  test = gathered.get('eval', {})
+  if embedding not in test:
+    test = evaluation.collect(exp, state, split, step, batch_keys=('label',))
+  return svm_lib.svm_metrics(np.concatenate([t[embedding] for t in train]),
+                             np.concatenate([t['label'] for t in train]),
+                             test[embedding], test['label'], exp.meta.num_classes,
+                             settings={'embedding': embedding, 'train_splits': train_splits},
+                             seed=exp.config.seed, **opts)
+
+
+def evaluate_latest(config, workdir: str, split: str | None = None, *, plots_on: bool = False,
+                    svm: dict | None = None, retrieval_queries: int = 6, mesh=None,
+                    log=lambda m: None) -> dict:
+  """Evaluate the latest checkpoint; write the metrics file (and plots with `plots_on`).
+
+  `config` None = the run's own config. `svm`: None, or the options of `svm_metrics` (e.g.
+  {'C': 1.0, 'train_splits': ['train']}). The returned dict has 'plots': the plot directory,
+  when plots were written (not in the metrics file).
+  """
+  exp, state, step = restore_latest(config, workdir, mesh, log)
+  if svm is not None:
+    check_svm(exp, **svm)
+  result, gathered = evaluation.evaluate_with_outputs(exp, state, split)
+  result['step'] = step
+  if svm is not None:
+    result.update(svm_metrics(exp, state, result['split'], gathered, **svm))
   split = result['split']
-  default = split in (config.dataset.eval_split, f'{config.eval.query_split}->{config.eval.gallery_split}')
+  cfg = exp.config
+  default = split in (cfg.dataset.eval_split, f'{cfg.eval.query_split}->{cfg.eval.gallery_split}')
   name = 'metrics.json' if default else f'metrics_{split}.json'
-  if jax.process_index() == 0:
+  out = dict(result)
+  if is_main_process():
     with open(os.path.join(workdir, name), 'w') as f:
       json.dump(result, f, indent=2)
-  return result
+    if plots_on:
+      out['plots'] = plot_dir(workdir, split)
+      write_plots(exp, result, gathered, out['plots'], retrieval_queries)
+  return out
+
+
+def define_flags():
+  """The command's flags (defined only when run as a command, so that importing this module
+  next to other entry points defines nothing)."""
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  config_flags.DEFINE_config_file('config', None, 'Config file of the run (default: the run\'s '
+                                  'own WORKDIR/config.json).', lock_config=True)
+  flags.DEFINE_string('workdir', None, 'The run\'s workdir (with checkpoints/).')
+  flags.DEFINE_string('split', None, 'Split to evaluate (default: config.dataset.eval_split).')
+  flags.DEFINE_boolean('plots', True, 'Write plots into WORKDIR/plots/<split>/ (--noplots: no).')
+  flags.DEFINE_integer('retrieval_queries', 6, 'Queries shown in retrieval_examples.png.')
+  flags.DEFINE_boolean('svm', False, 'Also train one-vs-all linear SVMs on the training split\'s '
+                       'embeddings and report svm_top1 (needs pip install \'fgjax[svm]\').')
+  flags.DEFINE_float('svm_c', 1.0, 'SVM regularisation C (LIBLINEAR; paper: not stated).')
+  flags.DEFINE_enum('svm_loss', 'hinge', list(svm_lib.LOSSES), 'SVM loss.')
+  flags.DEFINE_enum('svm_normalize', 'l2', list(svm_lib.NORMALIZATIONS),
+                    'Feature normalisation before the SVM.')
+  flags.DEFINE_list('svm_train_splits', None, 'Splits whose embeddings train the SVMs, '
+                    'concatenated (default: config.dataset.train_split).')
+  flags.DEFINE_string('svm_embedding', None, 'Method output fed to the SVMs (default: '
+                      'config.eval.embedding).')
+  flags.mark_flags_as_required(['workdir'])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cli.start()
-  print(json.dumps(evaluate_latest(_CONFIG.value, _WORKDIR.value, _SPLIT.value)), flush=True)
+  f = flags.FLAGS
+  svm = None
+  if f.svm:
+    svm = {'C': f.svm_c, 'loss': f.svm_loss, 'normalize': f.svm_normalize,
+           'train_splits': f.svm_train_splits, 'embedding': f.svm_embedding}
+  try:
+    result = evaluate_latest(f.config, f.workdir, f.split, plots_on=f.plots, svm=svm,
+                             retrieval_queries=f.retrieval_queries)
+  except (FileNotFoundError, ValueError, ImportError) as e:
+    print(f'ERROR: {e}', file=sys.stderr, flush=True)
+    sys.exit(2)
+  where = result.pop('plots', None)
+  if where:
+    print(f'wrote plots to {where}', flush=True)
+  print(json.dumps(result), flush=True)
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

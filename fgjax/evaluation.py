@@ -7,6 +7,10 @@
 - 'retrieval': Recall@K and NMI (k-means with as many clusters as classes, seeded by config.seed)
   within `dataset.eval_split` (class-disjoint retrieval, e.g. CUB 101-200).
 Splits are read in order with padded, masked last batches, so every example counts exactly once.
+
+`evaluate` returns the metrics; `evaluate_with_outputs` also returns the gathered per-example
+arrays the metrics were computed from (for plots, fgjax.evaluate); `make_eval_step` / `collect`
+take explicit output names and dataset fields for other consumers (fgjax.export, `--svm`).
 """
 
 from __future__ import annotations
@@ -41,41 +45,66 @@ def batch_keys_needed(config, method=None, features=None) -> tuple[str, ...]:
   return tuple(dict.fromkeys(PROTOCOL_KEYS[config.eval.protocol] + extra))
 
 
-def make_eval_step(exp):
-  """The jitted `(state, batch) -> per-example outputs` (selected predictions + batch ids)."""
-  names = outputs_needed(exp.config, exp.method)
-  keys = batch_keys_needed(exp.config, exp.method, exp.meta.features) + ('mask', 'index')
+def make_eval_step(exp, outputs=None, batch_keys=None):
+  """`(state, batch) -> per-example outputs` (selected predictions + batch ids), jitted.
 
-  def predict(state, images):
-    variables = {'params': state.params}
-    if state.batch_stats:
-      variables['batch_stats'] = state.batch_stats
+  `outputs`: predict_fn outputs to return (default: `outputs_needed`); `batch_keys`: dataset
+  fields passed through (default: `batch_keys_needed`; give `collect` the same `batch_keys`).
+  Only the model variables (params, batch_stats) enter the jitted function, so it is traced once
+  per run: the optimizer state, whose structure changes between training stages, stays out.
+  """
+  names = tuple(outputs) if outputs is not None else outputs_needed(exp.config, exp.method)
+  keys = _data_keys(exp, batch_keys) + ('mask', 'index')
+
+  def predict(params, batch_stats, images):
+    variables = {'params': params}
+    if batch_stats:
+      variables['batch_stats'] = batch_stats
     outputs = exp.method.predict_fn(exp.model.apply(variables, images, train=False))
     return {k: outputs[k].astype(jnp.float32) for k in names}
 
-  def eval_step(state, batch: dict):
-    preds = predict(state, batch['image'])
+  def step(params, batch_stats, batch: dict):
+    preds = predict(params, batch_stats, batch['image'])
     if exp.config.eval.flip_tta:  # average with the horizontally flipped image's predictions
-      flipped = predict(state, batch['image'][:, :, ::-1])
+      flipped = predict(params, batch_stats, batch['image'][:, :, ::-1])
       preds = jax.tree.map(lambda a, b: (a + b) / 2, preds, flipped)
     return {**preds, **{k: batch[k] for k in keys}}
 
   rep, data = sharding.replicated(exp.mesh), sharding.batch_sharded(exp.mesh)
-  return jax.jit(eval_step, in_shardings=(rep, data), out_shardings=data)
+  jitted = jax.jit(step, in_shardings=(rep, rep, data), out_shardings=data)
+
+  def eval_step(state, batch: dict):
+    return jitted(state.params, state.batch_stats, batch)
+  return eval_step
 
 
-def collect(exp, state, split: str, eval_step) -> dict[str, np.ndarray]:
-  """Every example of `split` once, in order: {output or batch key: array}."""
+def _data_keys(exp, batch_keys=None) -> tuple[str, ...]:
+  if batch_keys is None:
+    return batch_keys_needed(exp.config, exp.method, exp.meta.features)
+  return tuple(dict.fromkeys(batch_keys))
+
+
+def collect(exp, state, split: str, eval_step, batch_keys=None,
+            progress=None) -> dict[str, np.ndarray]:
+  """Every example of `split` once, in order: {output or batch key: array}.
+
+  `batch_keys`: the dataset fields `eval_step` was made with (default: `batch_keys_needed`).
+  `progress(done, total)` is called after every global batch (examples of the split done).
+  """
   exp.meta.check_split(split, 'evaluation split')
-  keys = tuple(dict.fromkeys(('image',) + batch_keys_needed(exp.config, exp.method,
-                                                             exp.meta.features)))
+  keys = tuple(dict.fromkeys(('image',) + _data_keys(exp, batch_keys)))
+  total = exp.meta.split_sizes[split]
   parts = collections.defaultdict(list)
+  done = 0
   for batch in pipeline.eval_batches(exp.source(split), exp.config.dataset, keys=keys,
                                      global_batch=exp.config.eval.batch_size, mesh=exp.mesh):
     out = {k: sharding.to_host(v) for k, v in eval_step(state, batch).items()}
     keep = out.pop('mask')
     for k, v in out.items():
       parts[k].append(v[keep])
+    done += int(keep.sum())
+    if progress is not None:
+      progress(done, total)
   out = {k: np.concatenate(v) for k, v in parts.items()}
   if len(out['index']) != exp.meta.split_sizes[split]:
     raise RuntimeError(f'evaluation of {split!r} saw {len(out["index"])} examples, expected '
@@ -85,6 +114,16 @@ def collect(exp, state, split: str, eval_step) -> dict[str, np.ndarray]:
 
 def evaluate(exp, state, split: str | None = None, eval_step=None) -> dict:
   """The protocol's metrics, as a flat dict (with 'split')."""
+  return evaluate_with_outputs(exp, state, split, eval_step)[0]
+
+
+def evaluate_with_outputs(exp, state, split: str | None = None,
+                          eval_step=None) -> tuple[dict, dict[str, dict[str, np.ndarray]]]:
+  """(metrics as `evaluate` returns them, the gathered arrays they were computed from).
+
+  The arrays (the `collect` dicts, in split order) are keyed by role: {'query': ..., 'gallery':
+  ...} for 'reid', {'eval': ...} otherwise.
+  """
   eval_step = eval_step or make_eval_step(exp)
   cfg = exp.config.eval
   if cfg.protocol == 'reid':
@@ -95,13 +134,14 @@ def evaluate(exp, state, split: str | None = None, eval_step=None) -> dict:
                                   ranks=tuple(cfg.ranks), metric=cfg.distance,
                                   protocol=cfg.reid_protocol,
                                   rerank=cfg.rerank, seed=exp.config.seed)
-    return {'split': f'{cfg.query_split}->{cfg.gallery_split}', **result}
+    return {'split': f'{cfg.query_split}->{cfg.gallery_split}', **result}, {'query': q,
+                                                                            'gallery': g}
   split = split or exp.config.dataset.eval_split
   out = collect(exp, state, split, eval_step)
   if cfg.protocol == 'retrieval':
     result = metrics.recall_at_k(out[cfg.embedding], out['label'], ks=tuple(cfg.recall_ks))
     result['nmi'] = metrics.nmi(out[cfg.embedding], out['label'], seed=exp.config.seed)
-    return {'split': split, **result, 'num_examples': int(len(out['label']))}
+    return {'split': split, **result, 'num_examples': int(len(out['label']))}, {'eval': out}
   result = {'split': split, **metrics.classification_metrics(out['logits'], out['label'])}
   if exp.method.eval_metrics is not None:
     extra = exp.method.eval_metrics(out, exp.config)
@@ -110,7 +150,7 @@ def evaluate(exp, state, split: str | None = None, eval_step=None) -> dict:
       raise ValueError(f'method {exp.method.name!r} eval_metrics returned keys {clash} that the '
                        'classification protocol already reports')
     result.update(extra)
-  return result
+  return result, {'eval': out}
 
 
 def check_config(config, meta, method=None) -> None:
@@ -131,3 +171,19 @@ def check_config(config, meta, method=None) -> None:
                          f'{cfg[field]!r}')
     meta.check_split(cfg.query_split, 'config.eval.query_split')
     meta.check_split(cfg.gallery_split, 'config.eval.gallery_split')
+
+
+def output_shapes(exp) -> dict[str, tuple[int, ...]]:
+  """Per-example shape of every predict_fn output (traced abstractly, nothing computed)."""
+  def predict(variables, images):
+    return exp.method.predict_fn(exp.model.apply(variables, images, train=False))
+  out = jax.eval_shape(predict, exp.abstract_variables, exp.dummy_images(1))
+  return {k: tuple(v.shape[1:]) for k, v in out.items() if hasattr(v, 'shape')}
+
+
+def check_embedding(exp, name: str, field: str = '--embedding') -> None:
+  """`name` is a per-example vector output of the method (valid names listed otherwise)."""
+  valid = sorted(k for k, s in output_shapes(exp).items() if len(s) == 1)
+  if name not in valid:
+    raise ValueError(f'{field}={name!r} is not a vector output of method {exp.method.name!r}; '
+                     f'valid: {", ".join(valid)}')

@@ -1,0 +1,138 @@
+"""Export a run's embeddings of one split to a .npz file (for retrieval or linear SVMs elsewhere).
+
+python -m fgjax.export --workdir=DIR --split=test --out=FILE.npz [--embedding=features]
+    [--progress] [--overwrite] [--config=configs/X.py]
+
+Uses the latest checkpoint and the run's own config (WORKDIR/config.json) unless --config is
+given. Every example of the split exactly once, in split order (the padded, masked evaluation
+batches of fgjax.evaluation), in evaluation mode (centre crop; config.eval.flip_tta applies).
+Arrays in the file:
+- `embeddings` (N, D) float32: the method output --embedding (default config.eval.embedding);
+- `labels` (N,) int32; `index` (N,) int32: the position in the split;
+- `ids` (N,) int64: the dataset's `image_id` when it has one, else `index`;
+- `identities`, `cameras` (N,) int32: when the dataset has `identity` / `camera` (re-id);
+- metadata (0-d string / int arrays): `split`, `method`, `dataset`, `embedding`, `step`.
+Progress (n/total, img/s) goes to stderr when stderr is a terminal or with --progress.
+
+Exit codes: 0 done; 2 a bad workdir, split, embedding name or output path (the message says
+what to change, and lists the valid names).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from absl import app, flags
+import jax
+import numpy as np
+
+from fgjax import cli, evaluate, evaluation
+
+
+class Progress:
+  """'export test: 128/600 (312.4 img/s)' rewritten in place on a stream (stderr)."""
+
+  def __init__(self, label: str, stream=None):
+    self.label, self.stream = label, stream or sys.stderr
+    self._t0 = None
+
+  def __call__(self, done: int, total: int) -> None:
+    now = time.perf_counter()
+    if self._t0 is None:  # the first batch includes compilation: rates start after it
+      self._t0, self._first = now, done
+      rate = ''
+    else:
+      rate = f' ({(done - self._first) / max(now - self._t0, 1e-9):.1f} img/s)'
+    end = '\n' if done >= total else ''
+    self.stream.write(f'\r{self.label}: {done}/{total}{rate}{end}')
+    self.stream.flush()
+
+
+def check_out(out: str, overwrite: bool) -> str:
+  out = os.path.abspath(os.path.expanduser(out))
+  if not out.endswith('.npz'):
+    raise ValueError(f'--out={out} must end with .npz')
+  if os.path.exists(out) and not overwrite:
+    raise FileExistsError(f'--out={out} exists; pass --overwrite to replace it')
+  parent = os.path.dirname(out)
+  if not os.path.isdir(parent):
+    raise FileNotFoundError(f'--out: the directory {parent} does not exist')
+  return out
+
+
+def export_embeddings(workdir: str, split: str, embedding: str | None = None, *, config=None,
+                      progress=None, mesh=None) -> dict[str, np.ndarray]:
+  """The arrays of the .npz (see the module docstring), computed on the latest checkpoint."""
+  exp, state, step = evaluate.restore_latest(config, workdir, mesh)
+  exp.meta.check_split(split, '--split')
+  embedding = embedding or exp.config.eval.embedding
+  evaluation.check_embedding(exp, embedding, '--embedding')
+  features = exp.meta.features
+  keys = ('label',) + tuple(k for k in ('image_id', 'identity', 'camera') if k in features)
+  eval_step = evaluation.make_eval_step(exp, outputs=(embedding,), batch_keys=keys)
+  out = evaluation.collect(exp, state, split, eval_step, batch_keys=keys, progress=progress)
+  index = out['index'].astype(np.int32)
+  if not np.array_equal(index, np.arange(exp.meta.split_sizes[split])):
+    raise RuntimeError(f'export of {split!r} did not see every example once, in order')
+  arrays = {
+      'embeddings': out[embedding].reshape(len(index), -1).astype(np.float32),
+      'labels': out['label'].astype(np.int32), 'index': index,
+      'ids': out['image_id'].astype(np.int64) if 'image_id' in out else index.astype(np.int64)}
+  if 'identity' in out:
+    arrays['identities'] = out['identity'].astype(np.int32)
+  if 'camera' in out:
+    arrays['cameras'] = out['camera'].astype(np.int32)
+  arrays.update(split=np.asarray(split), method=np.asarray(exp.method.name),
+                dataset=np.asarray(exp.meta.name), embedding=np.asarray(embedding),
+                step=np.asarray(step, np.int64))
+  return arrays
+
+
+def export(workdir: str, split: str, out: str, embedding: str | None = None, *,
+           overwrite: bool = False, config=None, progress=None, mesh=None) -> str:
+  """Write the .npz (process 0 only); returns its path. Refuses to overwrite unless told."""
+  out = check_out(out, overwrite)
+  arrays = export_embeddings(workdir, split, embedding, config=config, progress=progress,
+                             mesh=mesh)
+  if jax.process_index() == 0:
+    tmp = out[:-len('.npz')] + '.tmp.npz'
+    np.savez(tmp, **arrays)
+    os.replace(tmp, out)  # no half-written file under the final name
+  return out
+
+
+def define_flags():
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  config_flags.DEFINE_config_file('config', None, 'Config file of the run (default: the run\'s '
+                                  'own WORKDIR/config.json).', lock_config=True)
+  flags.DEFINE_string('workdir', None, 'The run\'s workdir (with checkpoints/).')
+  flags.DEFINE_string('split', None, 'Split to export.')
+  flags.DEFINE_string('out', None, 'Output file (.npz).')
+  flags.DEFINE_string('embedding', None, 'Method output to export (default: '
+                      'config.eval.embedding).')
+  flags.DEFINE_boolean('progress', False, 'Progress on stderr even when it is not a terminal.')
+  flags.DEFINE_boolean('overwrite', False, 'Replace --out if it exists.')
+  flags.mark_flags_as_required(['workdir', 'split', 'out'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  cli.start()
+  f = flags.FLAGS
+  show = f.progress or sys.stderr.isatty()
+  progress = Progress(f'export {f.split}') if show and jax.process_index() == 0 else None
+  try:
+    path = export(f.workdir, f.split, f.out, f.embedding, overwrite=f.overwrite, config=f.config,
+                  progress=progress)
+  except (FileNotFoundError, FileExistsError, ValueError) as e:
+    print(f'ERROR: {e}', file=sys.stderr, flush=True)
+    sys.exit(2)
+  print(f'wrote {path}', flush=True)
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)

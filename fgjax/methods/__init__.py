@@ -19,6 +19,15 @@ is imported on first import of `fgjax.methods`), never branching on a method nam
   `eval_batch_keys` further dataset fields to gather over the split (those the dataset has);
   `eval_metrics(gathered, config) -> dict` turns them into metrics merged into the result
   (attribute accuracies, attention-box IoU, per-scale accuracies, ...).
+- `attention_panels(outputs, index, config, options) -> list[fgjax.overlays.Panel]` (optional;
+  used by `python -m fgjax.predict --overlays`): what image `index` of a batch attends to, from
+  `outputs`, the FULL `model.apply(..., train=False)` dict of the batch as NumPy arrays (not
+  predict_fn's subset). Panel coordinates are normalised to the model input (fgjax/overlays.py).
+  `options` is a dict of predict's overlay options (e.g. 'cell': (u, v) for bilinear_lstm).
+  An optional attribute `attention_panels.capture` (tuple of names of the model's direct
+  submodules) asks predict to capture their `__call__` outputs into
+  `outputs['intermediates'][name]['__call__']` (a tuple, one entry per call), for maps a model
+  does not return (bcnn's stream features, a3m's per-location category features).
 """
 
 from __future__ import annotations
@@ -48,6 +57,7 @@ class Method:
   eval_batch_keys: tuple[str, ...] | Callable = ()
   eval_metrics: Callable | None = None
   train_inputs: tuple[tuple[str, str], ...] = ()
+  attention_panels: Callable | None = None
 
 
 _REGISTRY: dict[str, Method] = {}

@@ -23,6 +23,7 @@ import numpy as np
 import optax
 
 from fgjax import losses
+from fgjax.data import augment
 from fgjax.methods import (Method, backbone_kwargs, check_backbone_layer, check_pretrained,
                            compute_dtype, register)
 from fgjax.models import backbones as backbones_lib
@@ -192,6 +193,51 @@ def _pretrained(config):
       else []
 
 
+def attention_panels(outputs, index, config, options):
+  """The attribute-guided attention: m (eq. 5 aggregated: max or mean over k; 'official_code':
+  sigmoid(BN(mean_k V a_k))) and one panel per attribute group k with m_k = sigmoid(V a_k) (eq. 5;
+  'official_code': the raw score V a_k, which the model only averages), titled with the
+  category-guided weight s_k (eq. 7) and the predicted value of the group. V (L x d, the category
+  branch's 1x1 conv output after [BN and] ReLU) is captured by predict (`capture`). The locations
+  (flattened in the model) are laid out on the grid whose aspect is the input's."""
+  del options
+  from fgjax import overlays  # pylint: disable=g-import-not-at-top
+  from fgjax.models.a3m import split_attribute_logits  # pylint: disable=g-import-not-at-top
+  m = resolved_model_config(config)
+  if m['ablation'] == 'baseline1':
+    return [overlays.Panel(title='a3m ablation baseline1', note='no attribute branches:\n'
+                           'no attention maps in this model')]
+  hw = augment.input_hw(config.dataset)
+  region = np.asarray(outputs['region_attention'][index], np.float64)
+  grid = overlays.grid_shape(region.shape[0], hw)
+  uniform = m['ablation'] in ('baseline2', 'att2')
+  official = m['variant'] == 'official_code'
+  how = ('sigmoid(BN(mean_k V a_k))' if official else f'{m["region_pool"]} over k of m_k')
+  panels = [overlays.Panel(
+      title=(f'ablation {m["ablation"]}: uniform region weights' if uniform else
+             f'attribute-guided attention m\n({how}, eq. 5)'),
+      heatmap=region.reshape(grid), colorbar_label='m')]
+  calls = outputs['intermediates']
+  name = 'category_conv_bn' if (official or m['branch_batchnorm']) else 'category_conv'
+  big_v = np.maximum(np.asarray(calls[name]['__call__'][0][index], np.float64), 0.0)  # (L, d)
+  a = np.asarray(outputs['attribute_features'][index], np.float64)  # (K, d)
+  scores = big_v @ a.T  # (L, K): V a_k
+  s = np.asarray(outputs['attribute_scores'][index], np.float64)
+  groups = split_attribute_logits(np.asarray(outputs['attribute_logits'][index]),
+                                  m['attribute_classes'])
+  for k in range(a.shape[0]):
+    mk = scores[:, k] if official else 1 / (1 + np.exp(-scores[:, k]))
+    unused = ' (unused: uniform ablation)' if uniform else ''
+    panels.append(overlays.Panel(
+        title=f'attribute {k}: {"V a_k" if official else "m_k = sigmoid(V a_k)"}{unused}\n'
+              f's_k = {s[k]:.2f}, predicted value {int(np.argmax(groups[k]))}',
+        heatmap=mk.reshape(grid), colorbar_label='V a_k' if official else 'm_k'))
+  return panels
+
+
+attention_panels.capture = ('category_conv', 'category_conv_bn')
+
+
 register(Method(
     name='a3m', build_model=_build, loss_fn=loss_fn, predict_fn=predict_fn,
     default_model_config=_model_config, check_config=_check,
@@ -199,7 +245,7 @@ register(Method(
     description='attribute-aware attention: category + K attribute branches, attribute-guided '
                 'and category-guided attention (Han et al. 2018)',
     eval_outputs=('attribute_logits',), eval_batch_keys=_eval_batch_keys,
-    eval_metrics=eval_metrics))
+    eval_metrics=eval_metrics, attention_panels=attention_panels))
 
 
 # The official code's CUB attribute groups (class 0 = none + the group's values; sum 340), which

@@ -267,6 +267,29 @@ def pretrained(config):
   return [(d, f'scale{s}/backbone/') for s in range(1, config.model.num_scales + 1)] if d else []
 
 
+def attention_panels(outputs, index, config, options):
+  """One panel per scale s: its attention M (max over the non-background channels of A) over the
+  input it saw (scale 1: the whole input; scale s > 1: the crop = the box of scale s - 1, drawn
+  dashed), the Otsu mask M_b as a white outline and the box of M_b (green, `boxes[:, s]`, composed
+  into the frame of the original input, the frame drawn here)."""
+  del config, options
+  from fgjax import overlays  # pylint: disable=g-import-not-at-top
+  att = np.asarray(outputs['attention'][index], np.float64)  # (S, h, w), each in its own frame
+  mask = np.asarray(outputs['mask'][index])
+  boxes = np.asarray(outputs['boxes'][index], np.float64)  # (S, 4) normalised, original frame
+  probs = np.asarray(outputs['scale_probs'][index], np.float64)
+  panels = []
+  for s in range(att.shape[0]):
+    frame = (0.0, 0.0, 1.0, 1.0) if s == 0 else tuple(float(x) for x in boxes[s - 1])
+    area = (boxes[s, 2] - boxes[s, 0]) * (boxes[s, 3] - boxes[s, 1])
+    panels.append(overlays.Panel(
+        title=f'scale {s + 1}: attention M, Otsu mask, box\n(box area {area:.2f}, scale top-1 '
+              f'p={probs[s].max():.2f})',
+        heatmap=att[s], extent=frame, contour=mask[s], boxes=boxes[s:s + 1],
+        colorbar_label='M'))
+  return panels
+
+
 register(Method(
     name='activation_attention', build_model=build_model, loss_fn=loss_fn,
     predict_fn=predict_fn, default_model_config=default_model_config,
@@ -274,4 +297,4 @@ register(Method(
     description='local classifiers -> max-aggregated activations -> Otsu attention mask; local + '
                 'object losses; 3 scales of crop-and-zoom trained in sequence',
     eval_outputs=('local_probs', 'object_probs', 'boxes'), eval_batch_keys=('bbox',),
-    eval_metrics=eval_metrics))
+    eval_metrics=eval_metrics, attention_panels=attention_panels))

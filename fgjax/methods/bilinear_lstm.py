@@ -126,6 +126,35 @@ def eval_metrics(gathered, config) -> dict:
   return out
 
 
+def chosen_cell(cell, grid: tuple[int, int]) -> tuple[int, int]:
+  """(u, v) of the `cell` option (None: the last cell, whose causal region is the whole grid);
+  negative indices count from the end, as in Python."""
+  u, v = (-1, -1) if cell is None else (int(cell[0]), int(cell[1]))
+  if not (-grid[0] <= u < grid[0] and -grid[1] <= v < grid[1]):
+    raise ValueError(f'--cell={u},{v} is outside the {grid[0]}x{grid[1]} attention grid (rows '
+                     f'0..{grid[0] - 1}, columns 0..{grid[1] - 1}; negative counts from the end)')
+  return u % grid[0], v % grid[1]
+
+
+def attention_panels(outputs, index, config, options):
+  """Layer 1's location attention: the mass sum_uv L_uv that eq. (5) penalises (aggregated over
+  cells), and the causal attention L_uv of one cell (options['cell'], default the last cell) over
+  the grid. The grid is drawn as tiling the input, as `attention_in_box` scores it."""
+  del config
+  from fgjax import overlays  # pylint: disable=g-import-not-at-top
+  mass = np.asarray(outputs['attention_mass'][index], np.float64)
+  att = np.asarray(outputs['attention'][index], np.float64)
+  grid = mass.shape
+  u, v = chosen_cell(options.get('cell'), grid)
+  return [
+      overlays.Panel(title='attention mass: sum over cells of L_uv\n(layer 1, aggregated)',
+                     heatmap=mass, vmin=0.0, colorbar_label='mass'),
+      overlays.Panel(title=f'attention of cell ({u},{v}) over the grid\n(causal: rows <= {u}, '
+                           f'cols <= {v})', heatmap=att[u, v], vmin=0.0,
+                     marker=((u + 0.5) / grid[0], (v + 0.5) / grid[1]),
+                     colorbar_label='L_uv')]
+
+
 register(Method(
     name='bilinear_lstm', build_model=build_model, loss_fn=loss_fn, predict_fn=predict_fn,
     default_model_config=default_model_config, check_config=check_config,
@@ -133,4 +162,4 @@ register(Method(
     description='two-stream bilinear features -> 2-layer 2-D spatial LSTM with causal soft '
                 'location attention (Wu & Wang 2017)',
     eval_outputs=('attention_mass', 'last_cell_attention'), eval_batch_keys=('bbox',),
-    eval_metrics=eval_metrics))
+    eval_metrics=eval_metrics, attention_panels=attention_panels))

@@ -208,13 +208,32 @@ def pretrained(config):
   return out
 
 
+def attention_panels(outputs, index, config, options):
+  """The attention M (eq. 2: max over the class activation maps, or the single CAM of the
+  predicted class, Gaussian-smoothed; the map the anchors are scored on) and the top-l regions
+  (l = num_hybrid, the ones the hybrid classifier sees) in NMS order, coloured by rank. `boxes` are
+  pixel edges in the model input (unpadded frame; anchors may extend past the image)."""
+  del options
+  from fgjax import overlays  # pylint: disable=g-import-not-at-top
+  m = config.model
+  hw, _, _, _ = geometry(config)
+  att = np.asarray(outputs['attention'][index], np.float64)
+  top = int(m.num_hybrid)
+  boxes = overlays.normalised_boxes(np.asarray(outputs['boxes'][index])[:top], hw)
+  cam = 'max over class CAMs' if m.attention == 'max_cam' else 'CAM of the predicted class'
+  return [overlays.Panel(title=f'attention M ({cam},\nGaussian sigma {m.sigma})', heatmap=att,
+                         colorbar_label='M'),
+          overlays.Panel(title=f'top-{top} regions (NMS order)', heatmap=att, alpha=0.25,
+                         boxes=boxes, ranked=True)]
+
+
 register(Method(
     name='focus_discriminate', build_model=build_model, loss_fn=loss_fn, predict_fn=predict_fn,
     default_model_config=default_model_config, check_config=check_config,
     batch_keys=('image', 'label'), pretrained=pretrained,
     description='CAM attention -> NTS-Net anchors + NMS -> zoomed regions -> hybrid classifier',
     eval_outputs=('boxes',), eval_batch_keys=('bbox',), eval_metrics=eval_metrics,
-    train_inputs=(('labels', 'label'),)))
+    train_inputs=(('labels', 'label'),), attention_panels=attention_panels))
 
 
 def paper_recipe(c: ml_collections.ConfigDict, runlocal: bool = False) -> ml_collections.ConfigDict:

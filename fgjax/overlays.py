@@ -1,0 +1,201 @@
+"""Attention overlays: render what a method attends to over the image the model saw (PNG).
+
+A method describes its maps as a list of `Panel`s (its `Method.attention_panels` hook, see
+fgjax/methods/__init__.py); `render` draws the model input (after evaluation preprocessing) and
+one axes per panel in a grid of at most `MAX_COLUMNS` columns, each cell `CELL_PX` pixels, so a
+figure with P panels is exactly `figure_size_px(P)` pixels (no tight bounding box).
+
+Coordinates: every panel coordinate is NORMALISED to the drawn model input, (y, x) order like the
+datasets' `bbox`: boxes (y0, x0, y1, x1) in [0, 1] (they may extend past the image, e.g. the
+padded NTS-Net anchors of focus_discriminate, and are drawn clipped by the axes), `extent` the
+rectangle a heatmap covers (default: the whole input; activation_attention's scales 2..S attend
+inside a crop), `marker` a point. A heatmap on an h x w feature grid is upsampled bilinearly (PIL,
+half-pixel centres: cell i covers [i/h, (i+1)/h) of the extent) to the extent's size in pixels and
+alpha-blended over the image with a colour bar.
+
+Matplotlib is used through `matplotlib.figure.Figure` and the Agg canvas only: no pyplot, no global
+figure state, safe in threads and in tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from PIL import Image
+
+MAX_COLUMNS = 5
+CELL_PX = (300, 260)  # (height, width) in pixels of one panel cell, title and colour bar included
+DPI = 100
+RANK_COLOURS = ('#e41a1c', '#ff7f00', '#ffff33', '#4daf4a', '#377eb8', '#984ea3', '#a65628',
+                '#f781bf')  # rank 1 = red, 2 = orange, 3 = yellow, 4 = green, ...
+
+
+@dataclasses.dataclass
+class Panel:
+  """One map drawn over the model input (all coordinates normalised, see the module docstring).
+
+  title: what the map is (say "not attention" where it is not).
+  heatmap: (h, w) float map on its own grid, or None (boxes / note only).
+  extent: (y0, x0, y1, x1) rectangle of the input the heatmap covers.
+  contour: (h', w') binary mask on the heatmap's extent, drawn as a white outline (e.g. Otsu M_b).
+  boxes: (n, 4) boxes; `ranked` colours them by rank (row 0 = rank 1) with a legend, otherwise
+    they are drawn in `box_colour` with optional `box_labels`.
+  marker: (y, x) point marked with a cross (e.g. the chosen LSTM cell).
+  vmin, vmax: colour range (default: the map's min and max); cmap; colorbar_label.
+  note: text written in the panel (e.g. why a map is missing).
+  """
+  title: str
+  heatmap: np.ndarray | None = None
+  extent: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)
+  contour: np.ndarray | None = None
+  boxes: np.ndarray | None = None
+  box_labels: Sequence[str] | None = None
+  ranked: bool = False
+  box_colour: str = '#00ff00'
+  marker: tuple[float, float] | None = None
+  vmin: float | None = None
+  vmax: float | None = None
+  cmap: str = 'jet'
+  alpha: float = 0.5
+  colorbar_label: str = ''
+  note: str = ''
+
+
+def grid_layout(num_panels: int) -> tuple[int, int]:
+  """(rows, columns) of the figure: the input image + `num_panels` maps."""
+  cells = num_panels + 1
+  cols = min(cells, MAX_COLUMNS)
+  return math.ceil(cells / cols), cols
+
+
+def figure_size_px(num_panels: int) -> tuple[int, int]:
+  """(width, height) in pixels of the PNG for `num_panels` panels."""
+  rows, cols = grid_layout(num_panels)
+  return cols * CELL_PX[1], rows * CELL_PX[0]
+
+
+def upsample(heatmap: np.ndarray, height: int, width: int) -> np.ndarray:
+  """Bilinear (PIL, half-pixel centres) resize of a 2-D float map to height x width."""
+  m = np.asarray(heatmap, np.float32)
+  if m.ndim != 2:
+    raise ValueError(f'a heatmap must be 2-D (h, w), got shape {m.shape}')
+  if m.shape == (height, width):
+    return m
+  return np.asarray(Image.fromarray(m, mode='F').resize((width, height), Image.BILINEAR))
+
+
+def grid_shape(num_cells: int, image_hw: tuple[int, int]) -> tuple[int, int]:
+  """(h, w) with h * w = num_cells whose aspect ratio is closest to the image's (for maps that a
+  model returns flattened over locations, e.g. a3m's region attention)."""
+  aspect = image_hw[0] / image_hw[1]
+  best = min((abs(math.log((h / (num_cells // h)) / aspect)), h)
+             for h in range(1, num_cells + 1) if num_cells % h == 0)[1]
+  return best, num_cells // best
+
+
+def normalised_boxes(boxes_px: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
+  """Pixel-edge boxes (y0, x0, y1, x1) in an image of image_hw -> normalised boxes."""
+  h, w = image_hw
+  return np.asarray(boxes_px, np.float64) / np.asarray([h, w, h, w], np.float64)
+
+
+def _pixels(extent, hw):
+  h, w = hw
+  y0, x0, y1, x1 = extent
+  return y0 * h, x0 * w, y1 * h, x1 * w
+
+
+def _draw_panel(fig, ax, image: np.ndarray, panel: Panel) -> None:
+  h, w = image.shape[:2]
+  ax.imshow(image, extent=(0, w, h, 0), interpolation='nearest')
+  ax.set_xlim(0, w)
+  ax.set_ylim(h, 0)
+  ax.set_xticks([])
+  ax.set_yticks([])
+  ax.set_title(panel.title, fontsize=8, wrap=True)
+  py0, px0, py1, px1 = _pixels(panel.extent, (h, w))
+  ext_h, ext_w = max(1, round(py1 - py0)), max(1, round(px1 - px0))
+  if panel.heatmap is not None:
+    m = upsample(panel.heatmap, ext_h, ext_w)
+    vmin = float(np.min(panel.heatmap)) if panel.vmin is None else panel.vmin
+    vmax = float(np.max(panel.heatmap)) if panel.vmax is None else panel.vmax
+    if vmax <= vmin:
+      vmax = vmin + 1e-6
+    im = ax.imshow(m, extent=(px0, px1, py1, py0), cmap=panel.cmap, vmin=vmin, vmax=vmax,
+                   alpha=panel.alpha, interpolation='nearest')
+    cbar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
+    cbar.ax.tick_params(labelsize=6)
+    if panel.colorbar_label:
+      cbar.set_label(panel.colorbar_label, fontsize=6)
+  if panel.extent != (0.0, 0.0, 1.0, 1.0):
+    ax.add_patch(Rectangle((px0, py0), px1 - px0, py1 - py0, fill=False, ec='white', lw=0.8,
+                           ls='--'))
+  if panel.contour is not None:
+    c = np.asarray(panel.contour, np.float32)
+    if c.min() < c.max():  # an empty or full mask has no outline
+      # Nearest upsampling: the outline follows the borders of the mask's cells.
+      c = np.asarray(Image.fromarray(c, mode='F').resize((ext_w, ext_h), Image.NEAREST))
+      c = np.pad(c, 1)  # closed outlines at the extent's edges
+      ys = py0 + (np.arange(ext_h + 2) - 0.5) * (py1 - py0) / ext_h
+      xs = px0 + (np.arange(ext_w + 2) - 0.5) * (px1 - px0) / ext_w
+      ax.contour(xs, ys, c, levels=[0.5], colors='white', linewidths=1.0)
+  if panel.boxes is not None:
+    handles = []
+    for i, box in enumerate(np.asarray(panel.boxes, np.float64).reshape(-1, 4)):
+      by0, bx0, by1, bx1 = _pixels(box, (h, w))
+      colour = RANK_COLOURS[i % len(RANK_COLOURS)] if panel.ranked else panel.box_colour
+      label = (f'rank {i + 1}' if panel.ranked else
+               (panel.box_labels[i] if panel.box_labels else None))
+      handles.append(ax.add_patch(Rectangle((bx0, by0), bx1 - bx0, by1 - by0, fill=False,
+                                            ec=colour, lw=1.6, label=label)))
+    if handles and (panel.ranked or panel.box_labels):
+      ax.legend(handles=handles, fontsize=6, loc='lower center', bbox_to_anchor=(0.5, -0.22),
+                ncol=min(4, len(handles)), frameon=False, handlelength=1.0)
+  if panel.marker is not None:
+    ax.plot([panel.marker[1] * w], [panel.marker[0] * h], marker='x', color='white', ms=8,
+            mew=2.5)
+    ax.plot([panel.marker[1] * w], [panel.marker[0] * h], marker='x', color='black', ms=6,
+            mew=1.2)
+  if panel.note:
+    ax.text(0.5, 0.5, panel.note, transform=ax.transAxes, ha='center', va='center', fontsize=7,
+            wrap=True, bbox={'facecolor': 'white', 'alpha': 0.8, 'edgecolor': 'none'})
+
+
+def render(image: np.ndarray, panels: Sequence[Panel], title: str) -> Figure:
+  """A Figure (Agg canvas attached) of the model input and one axes per panel."""
+  image = np.asarray(image)
+  if image.ndim != 3 or image.shape[-1] != 3:
+    raise ValueError(f'expected an (H, W, 3) image, got shape {image.shape}')
+  rows, cols = grid_layout(len(panels))
+  width, height = figure_size_px(len(panels))
+  fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI)
+  FigureCanvasAgg(fig)
+  fig.suptitle(title, fontsize=9)
+  ax = fig.add_subplot(rows, cols, 1)
+  ax.imshow(image, interpolation='nearest')
+  ax.set_xticks([])
+  ax.set_yticks([])
+  ax.set_title(f'model input {image.shape[0]}x{image.shape[1]}', fontsize=8)
+  for i, panel in enumerate(panels):
+    _draw_panel(fig, fig.add_subplot(rows, cols, i + 2), image, panel)
+  fig.subplots_adjust(left=0.02, right=0.95, top=1 - 0.16 / rows, bottom=0.1 / rows,
+                      wspace=0.35, hspace=0.45)
+  return fig
+
+
+def save(image: np.ndarray, panels: Sequence[Panel], title: str, path: str) -> None:
+  """Render and write a PNG of exactly `figure_size_px(len(panels))` pixels."""
+  fig = render(image, panels, title)
+  fig.savefig(path, dpi=DPI, format='png')
+
+
+def to_array(fig: Figure) -> np.ndarray:
+  """(H, W, 4) uint8 RGBA pixels of a rendered figure."""
+  fig.canvas.draw()
+  return np.asarray(fig.canvas.buffer_rgba()).copy()

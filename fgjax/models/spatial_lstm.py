@@ -11,7 +11,7 @@ Public API:
 - `BilinearGateInput(hidden, rank)`: X_uv = W_x vec(a_uv b_uv^T) from two streams (eq. 1 + the W_x
   of eq. 2); `InitialState(hidden)`: (h0, c0) from MLPs of a mean feature, eq. (7).
 - Pure functions: `lstm_cell`, `recurrent_terms`, `bilinear_gate_inputs`, `low_rank_gate_inputs`,
-  `wavefront_tables`, `attention_mask`, `wavefront_scan`, `per_cell_scan`.
+  `wavefront_schedule`, `attention_mask`, `wavefront_scan`, `per_cell_scan`, `take`.
 
 Choices (the paper is silent or ambiguous where marked *):
 - Gates, in this order on the 5*hidden axis (`GATES`): i, f_up, f_left, o, g. Eq. (2) pairs f^l with
@@ -38,23 +38,19 @@ Choices (the paper is silent or ambiguous where marked *):
   rectangle (window=0: no attention, the plain cell on X). The raster-order set (which would see
   (i-1, j+1)) is not implemented: it breaks the 2-D causality the recurrence has.
 - Attention commutes with the linear input projection: W_x vec(sum_uv L_uv B_uv) = sum_uv L_uv
-  X_uv with X_uv = W_x vec(B_uv). So X is computed once per image (`BilinearGateInput`) and each
-  cell mixes the rows of X with its weights, never forming the D_A x D_B attended matrix I_ij.
-  Cost per image: H*W*H*W*(5*hidden + q) multiply-adds (q the query size), quadratic in the grid;
-  the window is a mask and saves nothing.
-- Wavefront: cell (i,j) depends only on (i-1,j) and (i,j-1), both on anti-diagonal d-1, so one
-  `jax.lax.scan` runs over the H+W-1 diagonals and computes the cells of each together. The carry
-  is the previous diagonal only ((n, B, hidden) for h and c, n = min(H, W); the grid is worked on
-  transposed when H > W), in slots = rows, so predecessors are a one-slot shift (up) and the same
-  slot (left): no gather in the loop; static tables (`wavefront_tables`) slice the inputs per
-  diagonal before the scan and put the stacked outputs back in raster order after it. Padded
-  slots are computed and discarded: (H+W-1)*n cells, about 2*H*W for a square grid.
-  `per_cell_scan` runs the same cell over the H*W cells in raster order (benchmark, tests).
-  On 2 shared CPU cores (benchmarks/spatial_lstm.py, fwd+bwd) the wavefront is 1.4-2.3x faster
-  than the per-cell scan for the plain cell and 0.6-0.9x (slower) for the attentive one: an
-  XLA:CPU loop step costs ~1 us, so the per-cell scan is not overhead-bound, and the wavefront
-  computes ~2x the cells (padding), attention included. Where a step costs kernel launches
-  (GPU/TPU; not measured) the step count should dominate: 27 vs 196 at 14x14, 55 vs 784 at 28x28.
+  X_uv with X_uv = W_x vec(B_uv), so X is computed once per image (`BilinearGateInput`) and a cell
+  mixes rows of X, never forming the D_A x D_B matrix I_ij: H*W*H*W*(5*hidden + q) multiply-adds
+  per image when every cell scores every location (`per_cell_scan`).
+- Wavefront (`wavefront_scan`): cell (i,j) needs only (i-1,j) and (i,j-1), both on anti-diagonal
+  d-1, so a `lax.scan` step computes a whole diagonal (H+W-1 steps). The carry is the previous
+  diagonal in slots = rows (of the grid transposed when H > W): up is a one-slot shift, left the
+  same slot; no gather in the loop. Keys are put in diagonal-major order, so the locations that
+  the causal rectangles of diagonal d's cells can see are a prefix (diagonals <= d); the diagonals
+  are cut into `scan_groups` consecutive scans (`wavefront_schedule`, chosen to minimise the padded
+  work), each with only its rows as slots and its key prefix. Cell-key pairs per image at 14x14:
+  per-cell scan 38.4k (every key of every cell, masked), one scan 74.1k, 2 scans (the attentive
+  default) 51.9k, 4 scans 35.1k; more scans cost compile time (plain default: 1 scan).
+  Measured fwd+bwd speed-ups over `per_cell_scan`: docs/methods/bilinear_lstm.md.
 - Precision: matmuls in `dtype` (e.g. bfloat16), accumulated in float32; gates, states, softmax,
   outputs and parameters are float32.
 """
@@ -120,29 +116,87 @@ def low_rank_gate_inputs(a: jax.Array, b: jax.Array, p: jax.Array, q: jax.Array,
   return _dot(_dot(a, p, dtype, precision) * _dot(b, q, dtype, precision), r, dtype, precision)
 
 
-class Wavefront(NamedTuple):
-  """Static tables of the anti-diagonal schedule of an H x W grid: D = H+W-1 steps, n = min(H, W)
-  slots. The schedule runs on the grid oriented with n rows (transposed if H > W); slot k of
-  diagonal d is the cell in (working) row k, column d-k."""
-  cells: np.ndarray    # (D, n) raster index (of the H x W grid) of each slot; 0 in padded slots
-  valid: np.ndarray    # (D, n) bool, the slot holds a cell
-  out: np.ndarray      # (H*W,) index d*n + k of every cell, raster order
-  transposed: bool     # H > W: working rows are the grid's columns (up and left swap roles)
+def take(x: jax.Array, idx: np.ndarray, axis: int, valid: np.ndarray | None = None) -> jax.Array:
+  """`jnp.take(x, idx, axis)` for a static `idx` whose `valid` entries (default all) are distinct;
+  entries not valid get no gradient (their values must not reach the loss). The transpose is a
+  gather too, not XLA's scatter-add (slow on CPU: it was most of the attentive backward)."""
+  idx = np.asarray(idx)
+  keep = np.ones(idx.shape, bool) if valid is None else np.asarray(valid)
+  inverse = np.full(x.shape[axis], idx.size, np.int32)
+  inverse[idx[keep]] = np.flatnonzero(keep)
+
+  @jax.custom_vjp
+  def fn(x):
+    return jnp.take(x, idx.reshape(-1), axis=axis).reshape(
+        x.shape[:axis] + idx.shape + x.shape[axis + 1:])
+
+  def bwd(_, ct):
+    ct = ct.reshape(ct.shape[:axis] + (idx.size,) + ct.shape[axis + idx.ndim:])
+    pad = [(0, 0)] * ct.ndim
+    pad[axis] = (0, 1)
+    return (jnp.take(jnp.pad(ct, pad), inverse, axis=axis),)
+
+  fn.defvjp(lambda x: (fn(x), None), bwd)
+  return fn(x)
+
+
+class Group(NamedTuple):
+  """Diagonals first .. first+steps-1, one `lax.scan`; slot s = working row row0 + s."""
+  first: int
+  row0: int
+  cells: np.ndarray  # (steps, slots) raster index of the cell in each slot; padded: a valid one's
+  valid: np.ndarray  # (steps, slots) bool, the slot holds a cell
+
+
+class Schedule(NamedTuple):
+  """Anti-diagonal schedule of an H x W grid on min(H, W) working rows (transposed if H > W): slot
+  s holds cell (row, d - row) of diagonal d, so up is the slot before and left the same slot."""
+  order: np.ndarray   # (H*W,) raster index of the cells in diagonal-major order (d = i+j, then i)
+  groups: tuple[Group, ...]
+  out: np.ndarray     # (H*W,) position of each raster cell in the groups' concatenated slots
+  transposed: bool    # H > W: working rows are the grid's columns (up and left swap roles)
+
+
+def _split(rows, prefix, groups, attention):
+  """Cut points of at most `groups` runs of diagonals minimising the padded work: sum over runs
+  of steps * slots * (keys on diagonals <= the run's last if `attention`, else 1)."""
+  num = len(prefix)
+  best = {num: (0, ())}
+  for _ in range(groups):
+    new = {num: (0, ())}
+    for d0 in range(num):
+      slots = lambda d1: rows[d1 - 1][1] - max(rows[d0][0] - 1, 0)
+      new[d0] = min(((d1 - d0) * slots(d1) * (prefix[d1 - 1] if attention else 1) + best[d1][0],
+                     (d1,) + best[d1][1]) for d1 in range(d0 + 1, num + 1) if d1 in best)
+    best = new
+  return (0,) + best[0][1]
 
 
 @functools.lru_cache(maxsize=None)
-def wavefront_tables(height: int, width: int) -> Wavefront:
-  """The tables of `wavefront_scan`: cell (r, d-r) of the working grid in slot r of diagonal d."""
+def wavefront_schedule(height: int, width: int, groups: int = 1,
+                       attention: bool = False) -> Schedule:
   transposed = height > width
-  rows, cols = (width, height) if transposed else (height, width)
-  steps = rows + cols - 1
-  cells, valid = np.zeros((steps, rows), np.int32), np.zeros((steps, rows), bool)
-  out = np.zeros(height * width, np.int32)
-  for d in range(steps):
-    for r in range(max(0, d - cols + 1), min(d, rows - 1) + 1):
-      i, j = (d - r, r) if transposed else (r, d - r)
-      cells[d, r], valid[d, r], out[i * width + j] = i * width + j, True, d * rows + r
-  return Wavefront(cells, valid, out, transposed)
+  n, m = (width, height) if transposed else (height, width)
+  i, j = np.divmod(np.arange(height * width), width)
+  order = np.lexsort((i, i + j)).astype(np.int32)
+  steps = n + m - 1
+  rows = [(max(0, d - m + 1), min(d, n - 1) + 1) for d in range(steps)]  # working rows of d
+  prefix = np.cumsum(np.bincount(i + j, minlength=steps))
+  bounds = _split(rows, tuple(prefix), groups, attention)
+  out, offset, runs = np.zeros(height * width, np.int32), 0, []
+  for d0, d1 in zip(bounds[:-1], bounds[1:]):
+    row0 = max(rows[d0][0] - 1, 0)  # the row before: up predecessor of the first step's row
+    cells = np.zeros((d1 - d0, rows[d1 - 1][1] - row0), np.int32)
+    valid = np.zeros(cells.shape, bool)
+    for s, d in enumerate(range(d0, d1)):
+      r = np.arange(*rows[d])
+      raster = (d - r) * width + r if transposed else r * width + d - r
+      cells[s], valid[s, r - row0] = raster[0], True
+      cells[s, r - row0] = raster
+      out[raster] = offset + s * cells.shape[1] + r - row0
+    runs.append(Group(d0, row0, cells, valid))
+    offset += cells.size
+  return Schedule(order, tuple(runs), out, transposed)
 
 
 @functools.lru_cache(maxsize=None)
@@ -155,76 +209,78 @@ def attention_mask(height: int, width: int, window: int | None = None) -> np.nda
   return m.reshape(height * width, height * width)
 
 
-# A cell function: cell(per-cell data with leading slot axis n, up, left) -> (h, c, extra), where
-# up = (h_up, c_up, h_up @ w_up) and left = (h_left, c_left, h_left @ w_left), each (n, B, ...), and
-# extra is a pytree of (n, B, ...) outputs.
+# A cell function: cell(per-cell data with leading cell axis n, up, left, span) -> (h, c, extra),
+# where up = (h_up, c_up, h_up @ w_up) and left = (h_left, c_left, h_left @ w_left), each
+# (B, n, ...), extra is a pytree of (B, n, ...) outputs and span = (lo, hi) the static range of
+# key columns (of `key_mask`) that the cells may attend to ((0, H*W) without a key mask).
 CellFn = Callable[..., tuple[jax.Array, jax.Array, Any]]
 
 
 def _outside(h0, batch, hidden):
-  return jnp.zeros((batch, hidden), jnp.float32) if h0 is None else h0.astype(jnp.float32)
-
-
-def _to_raster(ys, out_idx):
-  """(steps, slots, B, ...) -> (B, H*W, ...) by a static gather of the stacked outputs."""
-  def one(y):
-    y = y.reshape((-1,) + y.shape[2:])[out_idx]
-    return jnp.moveaxis(y, 1, 0)
-  return jax.tree.map(one, ys)
+  s = jnp.zeros((batch, hidden), jnp.float32) if h0 is None else h0.astype(jnp.float32)
+  return s[:, None]
 
 
 def wavefront_scan(cell: CellFn, per_cell: Any, height: int, width: int, batch: int,
-                   w_up: jax.Array, w_left: jax.Array, init=None, dot: Callable = _dot):
-  """Runs `cell` over the grid, one `lax.scan` step per anti-diagonal.
+                   w_up: jax.Array, w_left: jax.Array, init=None, dot: Callable = _dot, *,
+                   key_mask: np.ndarray | None = None, groups: int = 1):
+  """Runs `cell` over the grid, one `lax.scan` step per anti-diagonal (`groups` scans at most).
 
-  `per_cell`: pytree of arrays with leading axis H*W (raster order), sliced per diagonal by a
-  static gather before the scan. The carry is the previous diagonal's (h, c), (n, B, hidden), with
-  slot = working row: the up predecessor of slot r is slot r-1 (a shift, the outside state
-  entering at slot 0) and the left one is slot r itself, so a step has no gather. One matmul
-  h_prev @ [w_up | w_left] per step gives both directions' terms (the up part shifted likewise).
-  Padded slots are reset to the outside state (h0, c0), which is then exactly what a left
-  predecessor outside the grid reads. Returns (h (B, H*W, hidden), extra (B, H*W, ...)).
+  `per_cell`: pytree, leading axis H*W (raster), gathered per group to (steps, slots, ...) by
+  static tables. Carry: the previous diagonal's (h, c), (B, slots, hidden), padded slots reset to
+  (h0, c0), so up is a one-slot shift (the outside state entering at slot 0) and left the same
+  slot: no gather in a step; one matmul h_prev @ [w_up | w_left] gives both directions' terms.
+  `key_mask` (H*W, H*W): a group's cells get the span of key columns their rows allow. Returns
+  (h (B, H*W, hidden), extra (B, H*W, ...)).
   """
-  t = wavefront_tables(height, width)
+  t = wavefront_schedule(height, width, groups, key_mask is not None)
   hidden = w_up.shape[0]
   h0, c0 = (None, None) if init is None else init
-  h0, c0 = _outside(h0, batch, hidden)[None], _outside(c0, batch, hidden)[None]
+  h0, c0 = _outside(h0, batch, hidden), _outside(c0, batch, hidden)
   w_shift, w_keep = (w_left, w_up) if t.transposed else (w_up, w_left)  # shifted = working up
   w_both, r0 = jnp.concatenate([w_shift, w_keep], axis=1), dot(h0, w_shift)
-  shift = lambda s, s0: jnp.concatenate([s0, s[:-1]], axis=0)
+  shift = lambda s, s0: jnp.concatenate([s0, s[:, :-1]], axis=1)
+  carry, row0, outs = (h0, c0), 0, []
+  for g in t.groups:
+    steps, n = g.cells.shape
+    span = (0, height * width)
+    if key_mask is not None:
+      allowed = np.flatnonzero(key_mask[g.cells[g.valid]].any(axis=0))
+      span = (int(allowed[0]), int(allowed[-1]) + 1)
+    carry = tuple(jnp.concatenate([s[:, g.row0 - row0:], jnp.broadcast_to(
+        s0, (batch, n, hidden))], axis=1)[:, :n] for s, s0 in zip(carry, (h0, c0)))
+    row0 = g.row0
 
-  def step(carry, x):
-    h_prev, c_prev = carry
-    data, valid = x
-    r_shift, r_keep = jnp.split(dot(h_prev, w_both), 2, axis=-1)
-    work_up = (shift(h_prev, h0), shift(c_prev, c0), shift(r_shift, r0))
-    work_left = (h_prev, c_prev, r_keep)
-    up, left = (work_left, work_up) if t.transposed else (work_up, work_left)
-    h, c, extra = cell(data, up, left)
-    valid = valid[:, None, None]
-    h, c = jnp.where(valid, h, h0), jnp.where(valid, c, c0)
-    return (h, c), (h, extra)
+    def step(carry, x, span=span):
+      (h_prev, c_prev), (data, valid) = carry, x
+      r_shift, r_keep = jnp.split(dot(h_prev, w_both), 2, axis=-1)
+      work_up = (shift(h_prev, h0), shift(c_prev, c0), shift(r_shift, r0))
+      work_left = (h_prev, c_prev, r_keep)
+      up, left = (work_left, work_up) if t.transposed else (work_up, work_left)
+      h, c, extra = cell(data, up, left, span)
+      valid = valid[None, :, None]
+      h, c = jnp.where(valid, h, h0), jnp.where(valid, c, c0)
+      return (h, c), (h, extra)
 
-  start = tuple(jnp.broadcast_to(s0, (t.cells.shape[1], batch, hidden)) for s0 in (h0, c0))
-  xs = (jax.tree.map(lambda a: a[t.cells], per_cell), t.valid)
-  _, ys = jax.lax.scan(step, start, xs)
-  return _to_raster(ys, t.out)
+    data = jax.tree.map(lambda a: a[g.cells] if isinstance(a, np.ndarray) else take(
+        a, g.cells, 0, g.valid), per_cell)
+    carry, ys = jax.lax.scan(step, carry, (data, g.valid))
+    outs.append(jax.tree.map(lambda y: jnp.moveaxis(y, 0, 1).reshape(
+        (batch, steps * n) + y.shape[3:]), ys))
+  return jax.tree.map(lambda *ys: take(jnp.concatenate(ys, axis=1), t.out, 1), *outs)
 
 
 def per_cell_scan(cell: CellFn, per_cell: Any, height: int, width: int, batch: int,
                   w_up: jax.Array, w_left: jax.Array, init=None, dot: Callable = _dot):
-  """Same contract as `wavefront_scan`, one scan step per cell in raster order (H*W steps).
-
+  """Same contract as `wavefront_scan`, one `lax.scan` step per raster-order cell (H*W steps).
   The carry is a row buffer (W, B, hidden): before cell (i,j), slot j holds (i-1,j) and slot j-1
-  holds (i,j-1). Each step computes h_up @ w_up and h_left @ w_left (the same multiply-adds per
-  cell as the wavefront). Reference and benchmark baseline only.
-  """
+  holds (i,j-1). Every cell scores all H*W keys (masked). Reference and benchmark baseline."""
   hidden = w_up.shape[0]
   h0, c0 = (None, None) if init is None else init
-  h0, c0 = _outside(h0, batch, hidden)[None], _outside(c0, batch, hidden)[None]
+  h0, c0 = _outside(h0, batch, hidden)[:, 0], _outside(c0, batch, hidden)[:, 0]
   ii, jj = np.divmod(np.arange(height * width, dtype=np.int32), width)
   xs = (jax.tree.map(lambda a: a[:, None], per_cell), ii, jj)
-  get = lambda buf, k: jax.lax.dynamic_index_in_dim(buf, k, keepdims=True)
+  get = lambda buf, k: jax.lax.dynamic_index_in_dim(buf, k, keepdims=False)
 
   def step(carry, x):
     hb, cb = carry
@@ -232,14 +288,16 @@ def per_cell_scan(cell: CellFn, per_cell: Any, height: int, width: int, batch: i
     jl = jnp.maximum(j - 1, 0)
     h_up, c_up = jnp.where(i > 0, get(hb, j), h0), jnp.where(i > 0, get(cb, j), c0)
     h_left, c_left = jnp.where(j > 0, get(hb, jl), h0), jnp.where(j > 0, get(cb, jl), c0)
-    h, c, extra = cell(data, (h_up, c_up, dot(h_up, w_up)), (h_left, c_left, dot(h_left, w_left)))
-    hb = jax.lax.dynamic_update_index_in_dim(hb, h[0], j, 0)
-    cb = jax.lax.dynamic_update_index_in_dim(cb, c[0], j, 0)
-    return (hb, cb), (h, extra)
+    up = (h_up[:, None], c_up[:, None], dot(h_up, w_up)[:, None])
+    left = (h_left[:, None], c_left[:, None], dot(h_left, w_left)[:, None])
+    h, c, extra = cell(data, up, left, (0, height * width))
+    hb = jax.lax.dynamic_update_index_in_dim(hb, h[:, 0], j, 0)
+    cb = jax.lax.dynamic_update_index_in_dim(cb, c[:, 0], j, 0)
+    return (hb, cb), (h[:, 0], jax.tree.map(lambda e: e[:, 0], extra))
 
   zeros = jnp.zeros((width, batch, hidden), jnp.float32)
   _, ys = jax.lax.scan(step, (zeros, zeros), xs)
-  return _to_raster(ys, np.arange(height * width))
+  return jax.tree.map(lambda y: jnp.moveaxis(y, 0, 1), ys)
 
 
 SCANS = {'wavefront': wavefront_scan, 'per_cell': per_cell_scan}
@@ -253,12 +311,15 @@ class _CellParams(nn.Module):
   dtype: Any = jnp.float32
   precision: Any = None
   scan: str = 'wavefront'
+  scan_groups: int | None = None
 
   def _check(self):
     if self.output not in OUTPUTS:
       raise ValueError(f'unknown output {self.output!r}; valid: {", ".join(OUTPUTS)}')
     if self.scan not in SCANS:
       raise ValueError(f'unknown scan {self.scan!r}; valid: {", ".join(SCANS)}')
+    if self.scan_groups is not None and self.scan_groups < 1:
+      raise ValueError(f'scan_groups must be None or >= 1, got {self.scan_groups}')
 
   def _recurrent(self):
     h = self.hidden
@@ -267,16 +328,21 @@ class _CellParams(nn.Module):
     bias = self.param('bias', nn.initializers.zeros, (5 * h,), jnp.float32)
     return w_up, w_left, bias
 
-  def _scan(self, cell, per_cell, height, width, batch, w_up, w_left, init):
+  def _scan(self, cell, per_cell, height, width, batch, w_up, w_left, init, key_mask=None):
     dot = functools.partial(_dot, dtype=self.dtype, precision=self.precision)
-    return SCANS[self.scan](cell, per_cell, height, width, batch, w_up, w_left, init, dot)
+    args = (cell, per_cell, height, width, batch, w_up, w_left, init, dot)
+    if self.scan == 'per_cell':
+      return per_cell_scan(*args)
+    groups = self.scan_groups or (1 if key_mask is None else 2)
+    return wavefront_scan(*args, key_mask=key_mask, groups=groups)
 
 
 class SpatialLSTM(_CellParams):
   """Spatial LSTM of eq. (2) on a feature map: x (B,H,W,D) -> h (B,H,W,hidden) float32.
 
   Attributes: hidden; output 'paper' (tanh(c*o)) or 'standard' (o*tanh(c)); dtype of the matmuls;
-  precision; scan 'wavefront' (default) or 'per_cell' (reference). Parameters: `input` (Dense
+  precision; scan 'wavefront' (default) or 'per_cell' (reference); scan_groups (wavefront scans,
+  None: 1 plain, 2 attentive; more trade compile time for less padding). Parameters: `input` (Dense
   D -> 5*hidden, no bias), `w_up`, `w_left`, `bias` (see the module docstring).
   `__call__(x, init=None)`: init = (h0, c0), each (B, hidden), the state outside the grid.
   """
@@ -289,8 +355,8 @@ class SpatialLSTM(_CellParams):
                   precision=self.precision, name='input')(x).astype(jnp.float32)
     w_up, w_left, bias = self._recurrent()
 
-    def cell(gx_slot, up, left):
-      pre = gx_slot + recurrent_terms(up[2], left[2]) + bias
+    def cell(gx_slot, up, left, span):
+      pre = jnp.swapaxes(gx_slot, 0, 1) + recurrent_terms(up[2], left[2]) + bias
       h, c = lstm_cell(pre, up[1], left[1], self.output)
       return h, c, ()
 
@@ -330,20 +396,28 @@ class AttentiveSpatialLSTM(_CellParams):
     u_bias = self.param('attention_bias', nn.initializers.zeros, (k,), jnp.float32)
     w_up, w_left, bias = self._recurrent()
     xg = gates_x.reshape(n, k, g).astype(self.dtype)
+    mask = attention_mask(height, width, self.window)
+    keys = None
+    if self.scan == 'wavefront':  # keys in diagonal-major order: those of diagonals <= d a prefix
+      keys = wavefront_schedule(height, width).order
+      u_kernel, u_bias, xg, mask = (take(u_kernel, keys, 1), take(u_bias, keys, 0),
+                                    take(xg, keys, 1), mask[:, keys])
 
-    def cell(mask, up, left):
+    def cell(mask_rows, up, left, span):
       (h_up, c_up, r_up), (h_left, c_left, r_left) = up, left
+      lo, hi = span
       q = {'mean': lambda: 0.5 * (h_up + h_left), 'up': lambda: h_up, 'left': lambda: h_left,
            'concat': lambda: jnp.concatenate([h_up, h_left], -1)}[self.query]()
-      logits = _dot(q, u_kernel, self.dtype, self.precision) + u_bias   # (slots, B, H*W)
-      att = jax.nn.softmax(jnp.where(mask[:, None, :], logits, -jnp.inf), axis=-1)
-      x = jnp.einsum('sbk,bkg->sbg', att.astype(self.dtype), xg, precision=self.precision,
-                     preferred_element_type=jnp.float32)
+      logits = _dot(q, u_kernel[:, lo:hi], self.dtype, self.precision) + u_bias[lo:hi]
+      att = jax.nn.softmax(jnp.where(mask_rows[None, :, lo:hi], logits, -jnp.inf), axis=-1)
+      x = jnp.einsum('bsk,bkg->bsg', att.astype(self.dtype), xg[:, lo:hi],
+                     precision=self.precision, preferred_element_type=jnp.float32)
       h, c = lstm_cell(x + recurrent_terms(r_up, r_left) + bias, c_up, c_left, self.output)
-      return h, c, att
+      return h, c, jnp.pad(att, ((0, 0), (0, 0), (lo, k - hi)))   # (B, cells, H*W keys)
 
-    mask = attention_mask(height, width, self.window)
-    h, att = self._scan(cell, mask, height, width, n, w_up, w_left, init)
+    h, att = self._scan(cell, mask, height, width, n, w_up, w_left, init, key_mask=mask)
+    if keys is not None:
+      att = take(att, np.argsort(keys), 2)
     return h.reshape(n, height, width, self.hidden), att.reshape(n, height, width, height, width)
 
 

@@ -204,8 +204,11 @@ def test_causality_attentive(window):
 
 
 # ----------------------------------------------------------------------------- scans and structure
-@pytest.mark.parametrize('grid', [(4, 5), (5, 3)])
-def test_wavefront_equals_per_cell_scan_with_gradients(grid):
+@pytest.mark.parametrize('grid,groups', [((4, 5), None), ((5, 3), None), ((1, 4), None),
+                                         ((4, 1), None), ((4, 6), 3), ((6, 4), 4)])
+def test_wavefront_equals_per_cell_scan_with_gradients(grid, groups):
+  """Values and gradients (all parameters and the input) of both scans, plain and attentive
+  (window 2, so the key span of later groups starts past key 0), with several scan groups."""
   x = _rand((2, *grid, 3), 7)
   init = _init_states(2, 8)
   g = _rand((2, *grid, 5 * HID), 9)
@@ -214,7 +217,7 @@ def test_wavefront_equals_per_cell_scan_with_gradients(grid):
     v = _randomize(jax.eval_shape(cls(HID, **kw).init, KEY, inp), 10)
 
     def loss(v, inp, scan):
-      out = cls(HID, scan=scan, **kw).apply(v, inp, init)
+      out = cls(HID, scan=scan, scan_groups=groups, **kw).apply(v, inp, init)
       h = out[0] if isinstance(out, tuple) else out
       return jnp.sum(jnp.sin(3.0 * h)) + (jnp.sum(out[1] ** 2) if isinstance(out, tuple) else 0.0)
 
@@ -244,12 +247,56 @@ def test_attention_structure_and_window_zero_is_plain():
       np.testing.assert_allclose(h, plain.apply(pv, x), rtol=1e-6, atol=1e-6)
 
 
-def test_wavefront_tables_cover_grid_once():
-  for height, width in GRIDS + [(14, 14), (7, 3)]:
-    t = sl.wavefront_tables(height, width)
-    assert t.cells.shape == (height + width - 1, min(height, width))
-    assert sorted(t.cells[t.valid].tolist()) == list(range(height * width))
-    np.testing.assert_array_equal(t.cells.reshape(-1)[t.out], np.arange(height * width))
+def test_wavefront_schedule_covers_grid_once():
+  """Every cell in exactly one valid slot, on its anti-diagonal, rows (working rows: columns
+  when H > W) consecutive within a step; `out` inverts the slot layout; groups <= asked."""
+  for height, width in GRIDS + [(14, 14), (7, 3), (1, 1)]:
+    for groups, attention in ((1, False), (2, True), (4, True), (3, False)):
+      t = sl.wavefront_schedule(height, width, groups, attention)
+      assert 1 <= len(t.groups) <= max(groups, 1)
+      assert sum(g.cells.shape[0] for g in t.groups) == height + width - 1
+      slots = np.concatenate([g.cells.reshape(-1) for g in t.groups])
+      valid = np.concatenate([g.valid.reshape(-1) for g in t.groups])
+      assert sorted(slots[valid].tolist()) == list(range(height * width))
+      np.testing.assert_array_equal(slots[t.out], np.arange(height * width))
+      assert valid[t.out].all()
+      for g in t.groups:
+        for s in range(g.cells.shape[0]):
+          i, j = np.divmod(g.cells[s][g.valid[s]], width)
+          assert np.all(i + j == g.first + s)
+          rows = j if t.transposed else i
+          np.testing.assert_array_equal(np.flatnonzero(g.valid[s]) + g.row0, rows)
+      i, j = np.divmod(t.order, width)
+      assert np.all(np.diff(i + j) >= 0) and sorted(t.order.tolist()) == list(range(height * width))
+
+
+def test_take_gradient_is_a_gather_of_the_valid_entries():
+  """`take` (custom transpose) against jnp.take's autodiff, with a repeated padded index whose
+  entries are declared invalid (their cotangent dropped, as the scans guarantee it is zero)."""
+  x = _rand((3, 5, 2), 19)
+  idx = np.array([[4, 0, 0], [2, 1, 3]])
+  valid = np.array([[True, True, False], [True, True, True]])
+  w = _rand((3, 2, 3, 2), 20) * jnp.asarray(valid, jnp.float32)[None, :, :, None]
+  got = jax.grad(lambda x: jnp.sum(w * sl.take(x, idx, 1, valid)))(x)
+  want = jax.grad(lambda x: jnp.sum(w * jnp.take(x, idx, axis=1)))(x)
+  np.testing.assert_allclose(sl.take(x, idx, 1, valid), jnp.take(x, idx, axis=1))
+  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_torch_peer_matches_fgjax():
+  """benchmarks/torch_spatial_lstm.py (the PyTorch per-diagonal peer of the benchmark) computes the
+  same h and attention as the module, on a non-square grid with window, init-free."""
+  torch = pytest.importorskip('torch', reason='torch is a benchmark-only extra (not in the venv)')
+  from benchmarks import torch_spatial_lstm as peer
+  for attention, kw in ((False, {}), (True, {'window': 1}), (True, {})):
+    inp = _rand((2, 4, 3, 5 * HID if attention else 4), 17)
+    cls = sl.AttentiveSpatialLSTM if attention else sl.SpatialLSTM
+    v = _randomize(jax.eval_shape(cls(HID, **kw).init, KEY, inp), 18)
+    out = cls(HID, **kw).apply(v, inp)
+    p = jax.tree.map(np.asarray, v['params'])
+    diffs = peer.check_against_fgjax(out, p, np.asarray(inp), attention, kw.get('window'))
+    assert all(d < 1e-5 for d in diffs.values()), diffs
+    assert torch.get_num_threads() >= 1
 
 
 def test_bf16_compute_float32_params_and_outputs():
@@ -278,6 +325,8 @@ def test_initial_state_and_errors():
   with pytest.raises(ValueError, match='query'):
     jax.eval_shape(sl.AttentiveSpatialLSTM(HID, query='nope').init, KEY,
                    _rand((1, 2, 2, 5 * HID), 0))
+  with pytest.raises(ValueError, match='scan_groups'):
+    jax.eval_shape(sl.SpatialLSTM(HID, scan_groups=0).init, KEY, feats)
   with pytest.raises(ValueError, match='window'):
     jax.eval_shape(sl.AttentiveSpatialLSTM(HID, window=-1).init, KEY, _rand((1, 2, 2, 5 * HID), 0))
   with pytest.raises(ValueError, match='5\\*hidden'):

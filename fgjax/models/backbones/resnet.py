@@ -26,6 +26,7 @@ import numpy as np
 from fgjax.models.backbones.convert import (ConversionError, SourceTensors, check_tree,
                                             conv_oihw_to_hwio, linear_to_dense, nest)
 from fgjax.models.backbones.preprocessing import TORCHVISION, Preprocessing
+from fgjax.ops.pooling import max_pool_padded
 
 STAGES = ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2))  # (bottleneck width, blocks, stride)
 EXPANSION = 4
@@ -37,11 +38,38 @@ _conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
 _fc_init = nn.initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'uniform')
 
 
-def _conv(features: int, kernel: int, stride: int, dtype: Any, name: str) -> nn.Conv:
+def _conv(features: int, kernel: int, stride: int, dtype: Any, name: str,
+          dot_1x1: bool = False) -> nn.Module:
+  if kernel == 1 and dot_1x1:
+    return Conv1x1(features, stride=stride, dtype=dtype, name=name)
   p = kernel // 2
   return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=((p, p), (p, p)),
                  use_bias=False, dtype=dtype, param_dtype=jnp.float32, kernel_init=_conv_init,
                  name=name)
+
+
+class Conv1x1(nn.Module):
+  """A bias-free 1x1 convolution computed as a matrix product over the channel axis.
+
+  Same parameter as the `nn.Conv` it replaces (`kernel`, shape (1, 1, in, out), float32, the same
+  initialiser and RNG path, so checkpoints and torchvision weights load unchanged) and the same
+  output (stride s with no padding = every s-th row and column, then the product). Why: XLA:CPU
+  lowers a 1x1 convolution's backward-filter (and, less so, its forward and backward-input) far
+  slower than the equivalent dot; measured on 2 cores, B=8 (docs/benchmarks.md): 56x56 64->256
+  fwd/dx/dw 14.7/27.7/84.1 ms as a conv vs 9.0/12.0/37.2 ms as a dot; the stride-2 256->512
+  downsample's dw 142.8 vs 22.5 ms.
+  """
+  features: int
+  stride: int = 1
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.param('kernel', _conv_init, (1, 1, x.shape[-1], self.features), jnp.float32)
+    if self.stride > 1:
+      x = x[:, ::self.stride, ::self.stride, :]
+    x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
+    return jax.lax.dot_general(x, kernel[0, 0], (((x.ndim - 1,), (0,)), ((), ())))
 
 
 class Bottleneck(nn.Module):
@@ -52,6 +80,7 @@ class Bottleneck(nn.Module):
   dtype: Any = jnp.float32
   use_running_average: bool = True
   bn_momentum: float = 0.9
+  dot_1x1: bool = True
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -59,12 +88,12 @@ class Bottleneck(nn.Module):
                            momentum=self.bn_momentum, epsilon=BN_EPS, dtype=self.dtype,
                            param_dtype=jnp.float32)
     out_features = self.width * EXPANSION
-    y = nn.relu(bn(name='bn1')(_conv(self.width, 1, 1, self.dtype, 'conv1')(x)))
+    y = nn.relu(bn(name='bn1')(_conv(self.width, 1, 1, self.dtype, 'conv1', self.dot_1x1)(x)))
     y = nn.relu(bn(name='bn2')(_conv(self.width, 3, self.stride, self.dtype, 'conv2')(y)))
-    y = bn(name='bn3')(_conv(out_features, 1, 1, self.dtype, 'conv3')(y))
+    y = bn(name='bn3')(_conv(out_features, 1, 1, self.dtype, 'conv3', self.dot_1x1)(y))
     if self.downsample:
       x = bn(name='downsample_bn')(
-          _conv(out_features, 1, self.stride, self.dtype, 'downsample_conv')(x))
+          _conv(out_features, 1, self.stride, self.dtype, 'downsample_conv', self.dot_1x1)(x))
     return nn.relu(y + x)
 
 
@@ -88,6 +117,9 @@ class ResNet50(nn.Module):
       with small batches (e.g. 8-16 images of 448x448), whose batch statistics are too noisy to
       normalise with or to average into the ImageNet statistics. The BN scale/bias remain params.
     bn_momentum: Flax BatchNorm momentum (decay of the running averages): 0.9 = torch's 0.1.
+    dot_1x1: compute the bottlenecks' 1x1 convolutions (conv1, conv3, downsample_conv) as matrix
+      products (`Conv1x1`; same parameters and outputs). False keeps `nn.Conv` (the A/B switch of
+      benchmarks/; about 2x slower 1x1 convolutions on XLA:CPU).
   """
   include_top: bool = False
   num_classes: int = 1000
@@ -95,6 +127,7 @@ class ResNet50(nn.Module):
   preprocessing: Preprocessing = TORCHVISION
   bn_frozen: bool = False
   bn_momentum: float = 0.9
+  dot_1x1: bool = True
 
   @property
   def feature_strides(self) -> dict[str, int]:
@@ -122,13 +155,13 @@ class ResNet50(nn.Module):
     x = nn.BatchNorm(use_running_average=use_running_average, momentum=self.bn_momentum,
                      epsilon=BN_EPS, dtype=self.dtype, param_dtype=jnp.float32, name='bn1')(x)
     x = nn.relu(x)
-    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))  # pads with -inf
+    x = max_pool_padded(x, 3, 2, (1, 1, 1, 1))  # pads with -inf; fast gradient (ops.pooling)
     feats = {'stem': x}
     for i, (width, blocks, stride) in enumerate(STAGES, start=1):
       for j in range(blocks):
         x = Bottleneck(width, stride=stride if j == 0 else 1, downsample=j == 0, dtype=self.dtype,
                        use_running_average=use_running_average, bn_momentum=self.bn_momentum,
-                       name=f'layer{i}_{j}')(x)
+                       dot_1x1=self.dot_1x1, name=f'layer{i}_{j}')(x)
       feats[f'layer{i}'] = x
     out = {'features': feats}
     if self.include_top:

@@ -43,7 +43,7 @@ import numpy as np
 from fgjax.models.backbones.convert import (ConversionError, SourceTensors, check_tree,
                                             conv_oihw_to_hwio, linear_to_dense, nest)
 from fgjax.models.backbones.preprocessing import TORCHVISION, Preprocessing
-from fgjax.ops.pooling import adaptive_avg_pool, local_response_norm, max_pool_padded
+from fgjax.ops.pooling import adaptive_avg_pool, local_response_norm, max_pool_2x2, max_pool_padded
 
 MATCONVNET_VGGM = Preprocessing(
     mean=(123.68, 116.779, 103.939), std=(1.0, 1.0, 1.0), channels='RGB',
@@ -105,7 +105,7 @@ class _VGGD(_VGGBase):
     x, feats = self._normalized(images), {}
     for b, n in enumerate(self.blocks, start=1):
       if b > 1:
-        x = feats[f'pool{b - 1}'] = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = feats[f'pool{b - 1}'] = max_pool_2x2(x)  # = nn.max_pool 2x2/2; fast gradient
       for i in range(1, n + 1):
         x = feats[f'relu{b}_{i}'] = nn.relu(nn.Conv(
             self.widths[b - 1], (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
@@ -115,7 +115,7 @@ class _VGGD(_VGGBase):
       if min(x.shape[1:3]) < 2:
         raise ValueError(f'{type(self).__name__}(include_top=True) needs inputs of at least '
                          f'32x32 (pool5 of a {x.shape[1:3]} map is empty); got {images.shape}')
-      x = adaptive_avg_pool(nn.max_pool(x, (2, 2), strides=(2, 2)), (7, 7))
+      x = adaptive_avg_pool(max_pool_2x2(x), (7, 7))
       out['logits'] = self._classifier(x, train)  # fc6 rows were permuted to (H, W, C) at import
     return out
 

@@ -100,14 +100,17 @@ def _crop_one(image, box, out_hw: tuple[int, int], align_corners: bool):
   dt = image.dtype
   y0, y1_, wy, vy0, vy1 = _axis_samples(box[0], box[2], oh, h, align_corners)
   x0, x1_, wx, vx0, vx1 = _axis_samples(box[1], box[3], ow, w, align_corners)
-  # Rows: (oh, W, C); out-of-image rows contribute zero (the zero padding).
-  top = jnp.take(image, y0, axis=0) * vy0[:, None, None].astype(dt)
-  bottom = jnp.take(image, y1_, axis=0) * vy1[:, None, None].astype(dt)
+  # The four neighbours of every output sample, gathered directly at (oh, ow) (not whole image
+  # rows first: a crop is usually much narrower than the image); out-of-image neighbours read as
+  # zero (the zero padding). Same arithmetic, in the same order, as blending rows then columns.
+  ry, rx = (y0, y1_), (x0, x1_)
+  vy, vx = (vy0.astype(dt), vy1.astype(dt)), (vx0.astype(dt), vx1.astype(dt))
+  corner = lambda a, b: image[ry[a][:, None], rx[b][None, :]] * (vy[a][:, None] * vx[b][None, :])[
+      :, :, None]
   wy = wy.astype(dt)[:, None, None]
-  rows = top * (1 - wy) + bottom * wy
-  left = jnp.take(rows, x0, axis=1) * vx0[None, :, None].astype(dt)
-  right = jnp.take(rows, x1_, axis=1) * vx1[None, :, None].astype(dt)
   wx = wx.astype(dt)[None, :, None]
+  left = corner(0, 0) * (1 - wy) + corner(1, 0) * wy
+  right = corner(0, 1) * (1 - wy) + corner(1, 1) * wy
   return left * (1 - wx) + right * wx
 
 

@@ -139,6 +139,7 @@ def _train_row(ctx, name, method, backbone, size, batch, exp, peer_t, peer_field
                             input_size=size, batch=batch, mode='train_step',
                             compute_dtype=exp.config.compute_dtype, **costs)
   row['train_img_s'] = row['fgjax_img_s']
+  row['eval_img_s'] = heads.fgjax_eval_img_s(exp, batch, iters=s.iters, min_time=s.min_time)
   row.update(peer_fields or {})
   return row
 

@@ -106,6 +106,7 @@ def test_trainer_step_row_on_a_small_model():
   assert timing['runs'] == 2 and timing['median_s'] > 0
   assert costs['flops_per_image'] > 0 and costs['peak_memory_bytes'] > 0
   assert 0 < costs['utilisation']
+  assert heads.fgjax_eval_img_s(exp, 2, iters=2) > 0  # the eval step's inference rate
 
 
 def test_peers_that_need_torch_are_skipped_with_a_reason_or_measured():

@@ -283,22 +283,6 @@ def test_take_gradient_is_a_gather_of_the_valid_entries():
   np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
 
-def test_torch_peer_matches_fgjax():
-  """benchmarks/torch_spatial_lstm.py (the PyTorch per-diagonal peer of the benchmark) computes the
-  same h and attention as the module, on a non-square grid with window, init-free."""
-  torch = pytest.importorskip('torch', reason='torch is a benchmark-only extra (not in the venv)')
-  from benchmarks import torch_spatial_lstm as peer
-  for attention, kw in ((False, {}), (True, {'window': 1}), (True, {})):
-    inp = _rand((2, 4, 3, 5 * HID if attention else 4), 17)
-    cls = sl.AttentiveSpatialLSTM if attention else sl.SpatialLSTM
-    v = _randomize(jax.eval_shape(cls(HID, **kw).init, KEY, inp), 18)
-    out = cls(HID, **kw).apply(v, inp)
-    p = jax.tree.map(np.asarray, v['params'])
-    diffs = peer.check_against_fgjax(out, p, np.asarray(inp), attention, kw.get('window'))
-    assert all(d < 1e-5 for d in diffs.values()), diffs
-    assert torch.get_num_threads() >= 1
-
-
 def test_bf16_compute_float32_params_and_outputs():
   x, gx = _rand((2, 4, 4, 6), 14), _rand((2, 4, 4, 40), 15)
   for cls, inp in ((sl.SpatialLSTM, x), (sl.AttentiveSpatialLSTM, gx)):

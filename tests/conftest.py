@@ -56,6 +56,13 @@ def make_config(data_dir):
 
 
 @pytest.fixture(scope='session')
+def tiny_config_factory(data_dir):
+  """`tiny_config_factory(method, **model_overrides)`: `tiny_config` for session/module-scoped
+  fixtures (test modules must not import conftest: tests/reliability has its own conftest)."""
+  return lambda method='bcnn', **overrides: tiny_config(data_dir, method, **overrides)
+
+
+@pytest.fixture(scope='session')
 def trained_workdir(data_dir, tmp_path_factory):
   """`trained_workdir(method)`: the workdir of a finished tiny run of `method` (default model
   config, one device), trained once per session and shared by the tests that read a run

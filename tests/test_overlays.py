@@ -111,16 +111,15 @@ SMALL = {'bilinear_lstm': {'hidden': 16}, 'a3m': {'embed_dim': 32}}
 
 
 @pytest.fixture(scope='module')
-def forward(data_dir, one_device_mesh):
+def forward(tiny_config_factory, one_device_mesh):
   """forward(method, **model_overrides) -> (predictor, images (2, 32, 32, 3), full outputs)."""
-  from conftest import tiny_config  # pylint: disable=g-import-not-at-top
   cache = {}
 
   def get(method, **overrides):
     overrides = {**SMALL.get(method, {}), **overrides}
     key = (method, tuple(sorted(overrides.items())))
     if key not in cache:
-      p = _predictor(tiny_config(data_dir, method, **overrides), one_device_mesh)
+      p = _predictor(tiny_config_factory(method, **overrides), one_device_mesh)
       images = _two_test_images(p)
       _, outputs = p(images, full=True)
       cache[key] = (p, images, outputs)
@@ -201,9 +200,8 @@ def test_a3m_attribute_maps_aggregate_to_the_models_region_attention(forward):
                                rtol=1e-6)
 
 
-def test_a3m_baseline1_says_it_has_no_attention(data_dir):
-  from conftest import tiny_config  # pylint: disable=g-import-not-at-top
-  config = tiny_config(data_dir, 'a3m', ablation='baseline1')
+def test_a3m_baseline1_says_it_has_no_attention(tiny_config_factory):
+  config = tiny_config_factory('a3m', ablation='baseline1')
   # baseline1's outputs have no attention at all; the panel must not need any.
   (panel,) = methods.get('a3m').attention_panels({}, 0, config, {})
   assert panel.heatmap is None and 'no attention' in panel.note

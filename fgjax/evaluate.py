@@ -56,15 +56,6 @@ def plot_dir(workdir: str, split: str) -> str:
   return os.path.join(workdir, 'plots', split.replace('->', '_to_'))
 
 
-def class_names(exp) -> list[str] | None:
-  """The label names of the dataset builder's info, if it has them."""
-  try:
-    names = list(exp.builder.info.features['label'].names)
-  except Exception:  # pylint: disable=broad-except
-    return None
-  return names if len(names) == exp.meta.num_classes else None
-
-
 def write_plots(exp, result: dict, gathered: dict, out_dir: str,
                 retrieval_queries: int = 6) -> list[str]:
   """The protocol's plots (see the module docstring) into `out_dir`; returns the paths."""
@@ -73,7 +64,7 @@ def write_plots(exp, result: dict, gathered: dict, out_dir: str,
   if cfg.protocol == 'classification':
     out = gathered['eval']
     pred = np.argmax(out['logits'], -1)
-    names = class_names(exp)
+    names = exp.class_names
     return [plots.per_class_accuracy(pred, out['label'], exp.meta.num_classes,
                                      os.path.join(out_dir, 'per_class_accuracy.png'), names,
                                      title=f'per-class accuracy, {name}'),
@@ -139,12 +130,11 @@ def check_svm(exp, train_splits=None, embedding=None, **options) -> dict:
   return {'train_splits': train_splits, 'embedding': embedding, **options}
 
 
-def svm_metrics(exp, state, split: str, gathered: dict, **svm_options) -> dict:
-  """One-vs-all linear SVMs (fgjax.svm) trained on `train_splits` (default
-  config.dataset.train_split) and scored on `split`, on the method output `embedding` (default
-  config.eval.embedding); other options (C, loss, normalize, max_iter) go to fgjax.svm."""
-  opts = check_svm(exp, **svm_options)
-  train_splits, embedding = opts.pop('train_splits'), opts.pop('embedding')
+def svm_metrics(exp, state, split: str, gathered: dict, *, train_splits, embedding,
+                **opts) -> dict:
+  """One-vs-all linear SVMs (fgjax.svm) trained on `train_splits` and scored on `split`, on the
+  method output `embedding`; other options (C, loss, normalize, max_iter) go to fgjax.svm. The
+  options are those `check_svm` returned (validated, defaults filled in)."""
   step = evaluation.make_eval_step(exp, outputs=(embedding,), batch_keys=('label',))
   train = [evaluation.collect(exp, state, s, step, batch_keys=('label',)) for s in train_splits]
   test = gathered.get('eval', {})
@@ -162,13 +152,13 @@ def evaluate_latest(config, workdir: str, split: str | None = None, *, plots_on:
                     log=lambda m: None) -> dict:
   """Evaluate the latest checkpoint; write the metrics file (and plots with `plots_on`).
 
-  `config` None = the run's own config. `svm`: None, or the options of `svm_metrics` (e.g.
+  `config` None = the run's own config. `svm`: None, or the options of `check_svm` (e.g.
   {'C': 1.0, 'train_splits': ['train']}). The returned dict has 'plots': the plot directory,
   when plots were written (not in the metrics file).
   """
   exp, state, step = restore_latest(config, workdir, mesh, log)
   if svm is not None:
-    check_svm(exp, **svm)
+    svm = check_svm(exp, **svm)  # before anything is computed
   result, gathered = evaluation.evaluate_with_outputs(exp, state, split)
   result['step'] = step
   if svm is not None:

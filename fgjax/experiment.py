@@ -48,6 +48,17 @@ class Experiment:
     rngs = {'params': jax.random.key(0), 'dropout': jax.random.key(1)}
     return jax.eval_shape(lambda: self.model.init(rngs, self.dummy_images(), train=False))
 
+  @functools.cached_property
+  def class_names(self) -> list[str]:
+    """The dataset's label names (the tfds ClassLabel's), else '0', '1', ... (evaluation plots,
+    predict's JSON lines)."""
+    n = self.meta.num_classes
+    try:
+      names = [str(name) for name in self.builder.info.features['label'].names]
+    except (AttributeError, KeyError, TypeError):
+      names = []
+    return names if len(names) == n else [str(i) for i in range(n)]
+
   def optimizer(self, stage: optim.Stage):
     """The optax transformation of `stage` (labels computed on the abstract params)."""
     return optim.make_optimizer(stage, self.abstract_variables['params'], self.steps_per_epoch)

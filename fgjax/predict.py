@@ -63,7 +63,7 @@ class Predictor:
     self.variables = {'params': state.params}
     if state.batch_stats:
       self.variables['batch_stats'] = state.batch_stats
-    self.class_names = class_names(exp)
+    self.class_names = exp.class_names
     self._jitted = {}
 
   @property
@@ -115,16 +115,6 @@ class Predictor:
     padded = np.concatenate([batch, np.repeat(batch[:1], size - n, axis=0)]) if n < size else batch
     probs, outputs = jax.device_get(self._forward(full)(self.variables, padded))
     return np.asarray(probs, np.float64)[:n], outputs
-
-
-def class_names(exp) -> list[str]:
-  """The dataset's label names (tfds ClassLabel), else '0', '1', ..."""
-  n = exp.meta.num_classes
-  try:
-    names = list(exp.builder.info.features['label'].names)
-  except (AttributeError, KeyError, TypeError):
-    names = []
-  return names if len(names) == n else [str(i) for i in range(n)]
 
 
 def load(workdir: str, step: int | None = None, batch_size: int = 8, mesh=None,

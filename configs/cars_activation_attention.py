@@ -9,14 +9,12 @@ python -m fgjax.train --config=configs/cars_activation_attention.py:runlocal \
   --workdir=/tmp/x  # CPU smoke run
 """
 
-from fgjax.default_config import get_base_config
+from fgjax.default_config import get_base_config, runlocal
 from fgjax.methods.activation_attention import paper_recipe
 
 
 def get_config(arg=None):
-  if arg not in (None, '', 'runlocal'):
-    raise ValueError(f"unknown argument {arg!r}; valid: 'runlocal'")
-  c = paper_recipe(get_base_config(), runlocal=arg == 'runlocal')
+  c = paper_recipe(get_base_config(), runlocal=runlocal(arg))
   c.dataset.name = 'cars196'
   c.dataset.train_split = 'train'
   c.dataset.eval_split = 'test'

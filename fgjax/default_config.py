@@ -218,9 +218,7 @@ def bilinear_lstm_recipe(c: ml_collections.ConfigDict, arg: str | None = None
       ml_collections.ConfigDict({'name': 'new_layers', 'num_epochs': 10.0,
                                  'frozen': '^backbone', 'learning_rate': 0.01}),
       ml_collections.ConfigDict({'name': 'all', 'num_epochs': 30.0, 'learning_rate': 0.001}))
-  if arg not in (None, '', 'runlocal'):
-    raise ValueError(f"config argument must be 'runlocal' or nothing, got {arg!r}")
-  if arg == 'runlocal':
+  if runlocal(arg):
     c.dataset.resize_size, c.dataset.resize_width = 118, 122
     c.dataset.image_size = 112
     c.model.hidden = c.model.rank = 64
@@ -245,6 +243,14 @@ def bilinear_lstm_reid_recipe(c: ml_collections.ConfigDict, query_split: str, ga
   c.eval.protocol = 'reid'
   c.eval.query_split, c.eval.gallery_split = query_split, gallery_split
   return c
+
+
+def runlocal(arg: str | None) -> bool:
+  """The `:runlocal` argument of a real-data config file (`--config=configs/x.py:runlocal`): True
+  for 'runlocal', False for none; anything else is an error naming the valid argument."""
+  if arg not in (None, '', 'runlocal'):
+    raise ValueError(f"config argument must be 'runlocal' or nothing, got {arg!r}")
+  return arg == 'runlocal'
 
 
 def viper_split_arg(arg: str | None) -> tuple[str, str | None]:

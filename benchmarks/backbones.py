@@ -19,26 +19,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import common
 from fgjax.models import backbones
 
 FEATURE = {'resnet50': 'layer4', 'vgg16': 'relu5_3', 'vgg19': 'relu5_4', 'vggm': 'relu5'}
 
 
 def _median_time(fn, iters: int) -> float:
-  fn()  # warm-up
-  times = []
-  for _ in range(iters):
-    t = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t)
-  return statistics.median(times)
+  """Median seconds of `iters` timed calls after one warm-up (`benchmarks.common.times`)."""
+  return common.times(fn, iters=iters)['median_s']
 
 
 def fgjax_timings(arch: str, size: int, batch: int, iters: int) -> dict:

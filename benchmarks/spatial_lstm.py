@@ -31,28 +31,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import common
 from fgjax.models import spatial_lstm as sl
 
 CHECK_ATOL = 1e-4
-
-
-def _times(fn, iters: int, min_time: float) -> tuple[float, float, int]:
-  """(median, min, count) of at least `iters` timed calls, and more (up to 500) until `min_time`
-  seconds are spent, after one warm-up call."""
-  fn()
-  times = []
-  while len(times) < iters or (sum(times) < min_time and len(times) < 500):
-    t = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t)
-  return statistics.median(times), min(times), len(times)
+MAX_RUNS = 500  # timed calls at most while `min_time` is not yet spent
 
 
 def _setup(attention: bool, grid, batch: int, hidden: int, features: int):
@@ -78,8 +67,10 @@ def _timings(attention: bool, grid, batch: int, hidden: int, features: int, iter
     t = time.perf_counter()
     compiled = step.lower(params, x).compile()
     out[f'{scan}_compile_s'] = round(time.perf_counter() - t, 3)
-    out[f'{scan}_s'], out[f'{scan}_min_s'], out[f'{scan}_runs'] = _times(
-        lambda: jax.block_until_ready(compiled(params, x)), iters, min_time)
+    timing = common.times(lambda: jax.block_until_ready(compiled(params, x)), iters=iters,
+                          min_time=min_time, max_runs=MAX_RUNS)
+    out[f'{scan}_s'], out[f'{scan}_min_s'] = timing['median_s'], timing['min_s']
+    out[f'{scan}_runs'] = timing['runs']
     if scan == 'wavefront':
       out['grad_x'] = np.asarray(compiled(params, x)[1])
       out['outputs'] = jax.jit(model.apply)(params, x)
@@ -105,7 +96,8 @@ def _torch_row(name, attention, t, params, x, batch, iters, min_time):
   timed = {}
   for n in sorted({threads, 1}):  # tiny per-diagonal ops: one thread can beat the pool
     torch.set_num_threads(n)
-    timed[n] = _times(step, iters, min_time)
+    timing = common.times(step, iters=iters, min_time=min_time, max_runs=MAX_RUNS)
+    timed[n] = timing['median_s'], timing['min_s'], timing['runs']
   torch.set_num_threads(threads)
   best = min(timed, key=lambda n: timed[n][0])
   torch_s, torch_min_s, runs = timed[best]

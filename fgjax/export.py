@@ -22,32 +22,12 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 from absl import app, flags
 import jax
 import numpy as np
 
-from fgjax import cli, evaluate, evaluation
-
-
-class Progress:
-  """'export test: 128/600 (312.4 img/s)' rewritten in place on a stream (stderr)."""
-
-  def __init__(self, label: str, stream=None):
-    self.label, self.stream = label, stream or sys.stderr
-    self._t0 = None
-
-  def __call__(self, done: int, total: int) -> None:
-    now = time.perf_counter()
-    if self._t0 is None:  # the first batch includes compilation: rates start after it
-      self._t0, self._first = now, done
-      rate = ''
-    else:
-      rate = f' ({(done - self._first) / max(now - self._t0, 1e-9):.1f} img/s)'
-    end = '\n' if done >= total else ''
-    self.stream.write(f'\r{self.label}: {done}/{total}{rate}{end}')
-    self.stream.flush()
+from fgjax import cli, evaluate, evaluation, writers
 
 
 def check_out(out: str, overwrite: bool) -> str:
@@ -123,7 +103,7 @@ def main(argv):
   cli.start()
   f = flags.FLAGS
   show = f.progress or sys.stderr.isatty()
-  progress = Progress(f'export {f.split}') if show and jax.process_index() == 0 else None
+  progress = writers.StatusLine(f'export {f.split}', enabled=show and jax.process_index() == 0)
   try:
     path = export(f.workdir, f.split, f.out, f.embedding, overwrite=f.overwrite, config=f.config,
                   progress=progress)

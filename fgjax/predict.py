@@ -26,26 +26,14 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 
 from absl import app, flags
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fgjax import checkpoint, cli, experiment, images as images_lib, sharding, trainer
+from fgjax import checkpoint, cli, experiment, images as images_lib, sharding, trainer, writers
 from fgjax.data import augment
-
-_WORKDIR = flags.DEFINE_string('workdir', None, 'The run\'s workdir (config.json, checkpoints/).')
-_TOPK = flags.DEFINE_integer('topk', None, 'Classes per image, at most the number of classes '
-                             '(default: 5, or all classes when there are fewer).')
-_OVERLAYS = flags.DEFINE_string('overlays', None, 'Folder for one attention-overlay PNG per image.')
-_STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
-_BATCH = flags.DEFINE_integer('batch_size', 8, 'Images per forward pass (the last is padded).')
-_PROGRESS = flags.DEFINE_bool('progress', False, 'Progress on stderr even when not a terminal.')
-_CELL = flags.DEFINE_string('cell', None, 'bilinear_lstm overlays: the cell U,V whose attention '
-                            'is drawn (default: the last cell; negative counts from the end).')
-
 
 DEFAULT_TOPK = 5
 
@@ -167,34 +155,6 @@ def parse_cell(text: str | None):
   return u, v
 
 
-class _Progress:
-  """`predict n/total images, x img/s` on one rewritten stderr line; cleared before other output
-  so that JSON lines and SKIP messages on the same terminal stay readable."""
-
-  def __init__(self, total: int, stream, enabled: bool):
-    self.total, self.stream, self.enabled = total, stream, enabled
-    self.start, self.width = time.perf_counter(), 0
-
-  def update(self, done: int) -> None:
-    if self.enabled:
-      rate = done / max(time.perf_counter() - self.start, 1e-9)
-      line = f'predict {done}/{self.total} images, {rate:.1f} img/s'
-      self.stream.write('\r' + line.ljust(self.width))
-      self.stream.flush()
-      self.width = len(line)
-
-  def clear(self) -> None:
-    if self.enabled and self.width:
-      self.stream.write('\r' + ' ' * self.width + '\r')
-      self.stream.flush()
-      self.width = 0
-
-  def close(self) -> None:
-    if self.enabled and self.width:
-      self.stream.write('\n')
-      self.width = 0
-
-
 def run(predictor: Predictor, paths, *, topk: int | None = None, overlays_dir: str | None = None,
         cell=None, progress: bool | None = None, out=None, err=None) -> dict:
   """Predict every image under `paths`: JSON lines on `out`, SKIP / progress / summary on `err`.
@@ -216,7 +176,7 @@ def run(predictor: Predictor, paths, *, topk: int | None = None, overlays_dir: s
     print(f'SKIP {path}: {reason}', file=err, flush=True)
     skipped += 1
   size = max(1, min(predictor.batch_size, len(files)))  # fixed batch shape for this run
-  bar = _Progress(len(files), err, err.isatty() if progress is None else progress)
+  bar = writers.StatusLine('predict', err, err.isatty() if progress is None else progress)
   used_names, pending, predicted, written = set(), [], 0, 0
 
   def flush():
@@ -245,10 +205,9 @@ def run(predictor: Predictor, paths, *, topk: int | None = None, overlays_dir: s
       skipped += 1
     if len(pending) == size:
       flush()
-    bar.update(predicted + skipped)
+    bar(predicted + skipped, len(files))
   flush()
-  bar.update(predicted + skipped)
-  bar.close()
+  bar(predicted + skipped, len(files))
   print(f'fgjax.predict: predicted {predicted} image(s), skipped {skipped}'
         + (f', {written} overlay(s) in {overlays_dir}' if overlays_dir is not None else ''),
         file=err, flush=True)
@@ -277,22 +236,36 @@ def _write_overlay(predictor, name, image, outputs, index, probs, overlays_dir, 
   return path
 
 
+def define_flags():
+  flags.DEFINE_string('workdir', None, 'The run\'s workdir (config.json, checkpoints/).')
+  flags.DEFINE_integer('topk', None, 'Classes per image, at most the number of classes '
+                       '(default: 5, or all classes when there are fewer).')
+  flags.DEFINE_string('overlays', None, 'Folder for one attention-overlay PNG per image.')
+  flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
+  flags.DEFINE_integer('batch_size', 8, 'Images per forward pass (the last is padded).')
+  flags.DEFINE_bool('progress', False, 'Progress on stderr even when not a terminal.')
+  flags.DEFINE_string('cell', None, 'bilinear_lstm overlays: the cell U,V whose attention is drawn '
+                      '(default: the last cell; negative counts from the end).')
+
+
 def main(argv):
   cli.start()
-  if not _WORKDIR.value:
+  f = flags.FLAGS
+  if not f.workdir:
     raise app.UsageError('--workdir is required')
   try:
     if len(argv) < 2:
       raise PredictError('no image or folder given: python -m fgjax.predict --workdir=DIR '
                          'IMAGE_OR_FOLDER...')
-    cell = parse_cell(_CELL.value)
-    predictor = load(_WORKDIR.value, _STEP.value, _BATCH.value)
-    run(predictor, argv[1:], topk=_TOPK.value, overlays_dir=_OVERLAYS.value, cell=cell,
-        progress=True if _PROGRESS.value else None)
+    cell = parse_cell(f.cell)
+    predictor = load(f.workdir, f.step, f.batch_size)
+    run(predictor, argv[1:], topk=f.topk, overlays_dir=f.overlays, cell=cell,
+        progress=True if f.progress else None)
   except PredictError as e:
     print(f'ERROR: {e}', file=sys.stderr, flush=True)
     sys.exit(2)
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

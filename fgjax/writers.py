@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 
 
@@ -64,3 +65,39 @@ class Progress:
     values = ' '.join(f'{k} {v:.4g}' for k, v in scalars.items())
     return (f'step {step}/{self.total} (epoch {step / self.spe:.2f}) {values} | '
             f'{rate:.1f} img/s | ETA {_duration(eta)}'), rate
+
+
+class StatusLine:
+  """'LABEL: 128/600 (312.4 img/s)' rewritten in place on `stream` (default stderr), a newline once
+  done reaches total. The rate counts from the first call, so the first batch (which includes
+  compilation) is left out of it. `clear()` wipes the line before other output to the same
+  terminal; the next call redraws it. Disabled (`enabled=False`) it writes nothing. Usable as
+  `evaluation.collect`'s `progress(done, total)`."""
+
+  def __init__(self, label: str, stream=None, enabled: bool = True):
+    self.label, self.stream, self.enabled = label, stream, enabled
+    self._t0 = self._first = self._last = None
+    self._width = 0
+
+  def __call__(self, done: int, total: int) -> None:
+    if not self.enabled or total <= 0 or (done, total) == self._last:
+      return
+    self._last = (done, total)
+    now = time.perf_counter()
+    if self._t0 is None:
+      self._t0, self._first = now, done
+      rate = ''
+    else:
+      rate = f' ({(done - self._first) / max(now - self._t0, 1e-9):.1f} img/s)'
+    line = f'{self.label}: {done}/{total}{rate}'
+    stream = self.stream or sys.stderr
+    stream.write('\r' + line.ljust(self._width) + ('\n' if done >= total else ''))
+    stream.flush()
+    self._width = 0 if done >= total else len(line)
+
+  def clear(self) -> None:
+    if self.enabled and self._width:
+      stream = self.stream or sys.stderr
+      stream.write('\r' + ' ' * self._width + '\r')
+      stream.flush()
+      self._width, self._last = 0, None

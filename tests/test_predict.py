@@ -190,7 +190,7 @@ def test_overlay_pngs_exist_have_the_size_and_differ_between_images(predictor, t
 def test_progress_only_when_asked_or_on_a_terminal(predictor, tmp_path):
   paths = _write_pngs(_test_examples(predictor, 2), str(tmp_path))
   _, err, _ = _run(predictor, paths, progress=True)
-  assert 'predict 2/2 images' in err and 'img/s' in err
+  assert 'predict: 2/2 (' in err and 'img/s' in err
   _, err, _ = _run(predictor, paths)  # StringIO is not a TTY
   assert 'img/s' not in err
 

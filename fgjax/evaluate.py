@@ -33,16 +33,25 @@ from fgjax import checkpoint, cli, evaluation, experiment, metrics, plots, svm a
 RETRIEVAL_TOP_K = 8
 
 
-def restore_latest(config, workdir: str, mesh=None, log=lambda m: None):
-  """(experiment, state, step) of the latest checkpoint in `workdir`; config None = the run's."""
+def restore_run(config, workdir: str, mesh=None, log=lambda m: None, step: int | None = None):
+  """(experiment, state, step) of checkpoint `step` (None: the latest) in `workdir`; config None =
+  the run's own WORKDIR/config.json. FileNotFoundError names what is missing (config, checkpoints,
+  the step, with the steps there are); nothing is created in `workdir`."""
   if config is None:
     config = experiment.load_run_config(workdir)
-  exp = experiment.setup(config, mesh=mesh, log=log)
+  train_first = f'train first with python -m fgjax.train --config=... --workdir={workdir}'
+  if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
+    raise FileNotFoundError(f'{workdir} has no checkpoints/ folder; {train_first}')
   ckpts = checkpoint.Checkpoints(workdir)
-  step = ckpts.latest_step()
+  steps = ckpts.all_steps()
+  if not steps:
+    raise FileNotFoundError(f'no checkpoint in {ckpts.directory}; {train_first}')
   if step is None:
-    raise FileNotFoundError(f'no checkpoint in {ckpts.directory}; train first with '
-                            f'python -m fgjax.train --config=... --workdir={workdir}')
+    step = steps[-1]
+  elif step not in steps:
+    raise FileNotFoundError(f'--step={step}: no such checkpoint in {ckpts.directory} (steps: '
+                            f'{", ".join(map(str, steps))})')
+  exp = experiment.setup(config, mesh=mesh, log=log)
   state, _ = trainer.restore(exp, ckpts, step)
   return exp, state, step
 
@@ -156,7 +165,7 @@ def evaluate_latest(config, workdir: str, split: str | None = None, *, plots_on:
   {'C': 1.0, 'train_splits': ['train']}). The returned dict has 'plots': the plot directory,
   when plots were written (not in the metrics file).
   """
-  exp, state, step = restore_latest(config, workdir, mesh, log)
+  exp, state, step = restore_run(config, workdir, mesh, log)
   if svm is not None:
     svm = check_svm(exp, **svm)  # before anything is computed
   result, gathered = evaluation.evaluate_with_outputs(exp, state, split)

@@ -45,7 +45,7 @@ def check_out(out: str, overwrite: bool) -> str:
 def export_embeddings(workdir: str, split: str, embedding: str | None = None, *, config=None,
                       progress=None, mesh=None) -> dict[str, np.ndarray]:
   """The arrays of the .npz (see the module docstring), computed on the latest checkpoint."""
-  exp, state, step = evaluate.restore_latest(config, workdir, mesh)
+  exp, state, step = evaluate.restore_run(config, workdir, mesh)
   exp.meta.check_split(split, '--split')
   embedding = embedding or exp.config.eval.embedding
   evaluation.check_embedding(exp, embedding, '--embedding')

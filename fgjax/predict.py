@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fgjax import checkpoint, cli, experiment, images as images_lib, sharding, trainer, writers
+from fgjax import checkpoint, cli, evaluate, experiment, images as images_lib, sharding, writers
 from fgjax.data import augment
 
 DEFAULT_TOPK = 5
@@ -114,23 +114,12 @@ def load(workdir: str, step: int | None = None, batch_size: int = 8, mesh=None,
     config = experiment.load_run_config(workdir)
   except (FileNotFoundError, ValueError) as e:
     raise PredictError(str(e)) from None
-  if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
-    raise PredictError(f'{workdir} has no checkpoints/ folder: the run has not saved a checkpoint'
-                       ' yet (train it with python -m fgjax.train)')
-  ckpts = checkpoint.Checkpoints(workdir)
-  steps = ckpts.all_steps()
-  if not steps:
-    raise PredictError(f'no checkpoint in {ckpts.directory}: the run has not saved one yet')
-  if step is None:
-    step = steps[-1]
-  elif step not in steps:
-    raise PredictError(f'--step={step}: no such checkpoint in {ckpts.directory} (steps: '
-                       f'{", ".join(map(str, steps))})')
   mesh = sharding.make_mesh(jax.devices()[:1]) if mesh is None else mesh
   try:
-    exp = experiment.setup(config, mesh=mesh, log=log)
-    state, _ = trainer.restore(exp, ckpts, step)
-  except (ValueError, FileNotFoundError, checkpoint.CheckpointError) as e:
+    exp, state, step = evaluate.restore_run(config, workdir, mesh, log, step)
+  except FileNotFoundError as e:
+    raise PredictError(str(e)) from None
+  except (ValueError, checkpoint.CheckpointError) as e:
     raise PredictError(f'cannot rebuild the run in {workdir} from its config.json: {e}') from None
   return Predictor(exp, state, step, batch_size)
 

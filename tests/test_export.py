@@ -27,7 +27,7 @@ def test_npz_contents_match_the_dataset_and_the_model(trained_workdir, tmp_path,
   assert out == str(tmp_path / 'g.npz')
   with np.load(out) as f:  # no pickled objects
     z = dict(f)
-  exp, state, step = evaluate.restore_latest(None, wd, one_device_mesh)
+  exp, state, step = evaluate.restore_run(None, wd, one_device_mesh)
   source = exp.source('gallery')
   n = len(source)
   assert n == 32

@@ -34,6 +34,7 @@ def default_model_config() -> ml_collections.ConfigDict:
   m.readout = 'flatten'  # flatten | mean | last
   m.dropout_rate = 0.5
   m.scan = 'wavefront'  # wavefront | per_cell (reference only)
+  m.scan_groups = 0  # wavefront scans per LSTM; 0 = auto (1 plain, 2 attentive; see spatial_lstm)
   m.attention_penalty = 1.0  # lambda of eq. (5)
   m.attention_tau = 1.0  # tau of eq. (5)
   m.label_smoothing = 0.0
@@ -50,7 +51,8 @@ def build_model(config, meta):
       proj_dim_b=m.proj_dim_b or None, hidden=m.hidden, num_layers=m.num_layers,
       rank=m.rank or None, window=None if m.window < 0 else m.window, query=m.query,
       output=m.output, init_source=m.init_source, input_norm=m.input_norm, readout=m.readout,
-      dropout_rate=m.dropout_rate, scan=m.scan, dtype=dtype)
+      dropout_rate=m.dropout_rate, scan=m.scan,
+      scan_groups=m.scan_groups or None, dtype=dtype)
 
 
 def check_config(config) -> None:
@@ -65,7 +67,7 @@ def check_config(config) -> None:
       raise ValueError(f'config.model.{field} must be one of {", ".join(valid)}, got '
                        f'{m[field]!r}')
   for field, low in (('hidden', 1), ('rank', 0), ('proj_dim_a', 0), ('proj_dim_b', 0),
-                     ('window', -1)):
+                     ('window', -1), ('scan_groups', 0)):
     if m[field] < low:
       raise ValueError(f'config.model.{field} must be >= {low}, got {m[field]}')
   if m.num_layers not in (1, 2):

@@ -78,6 +78,7 @@ class BilinearLSTM(nn.Module):
     init_source, input_norm, readout: see the module docstring.
     dropout_rate: on the non-recurrent connections (paper: 0.5).
     scan: 'wavefront' (default) or 'per_cell' (reference; slow).
+    scan_groups: wavefront scans per LSTM (None: 1 plain, 2 attentive; `SpatialLSTM`).
     dtype: compute dtype of projections and LSTM matmuls; states, softmax, params are float32.
   """
   num_classes: int
@@ -98,6 +99,7 @@ class BilinearLSTM(nn.Module):
   readout: str = 'flatten'
   dropout_rate: float = 0.5
   scan: str = 'wavefront'
+  scan_groups: int | None = None
   dtype: Any = jnp.float32
 
   def _check(self):
@@ -129,14 +131,15 @@ class BilinearLSTM(nn.Module):
       mean_b = bops.bilinear_pool(a, b).reshape(n, -1)
       init1 = slstm.InitialState(self.hidden, dtype=self.dtype, name='init_1')(mean_b)
     h, att = slstm.AttentiveSpatialLSTM(
-        self.hidden, output=self.output, dtype=self.dtype, scan=self.scan, window=self.window,
-        query=self.query, name='lstm_1')(gates_x, init1)
+        self.hidden, output=self.output, dtype=self.dtype, scan=self.scan,
+        scan_groups=self.scan_groups, window=self.window, query=self.query,
+        name='lstm_1')(gates_x, init1)
     if self.num_layers == 2:
       h = drop(h)
       if self.init_source != 'zeros':
         init2 = slstm.InitialState(self.hidden, dtype=self.dtype, name='init_2')(h)
       h = slstm.SpatialLSTM(self.hidden, output=self.output, dtype=self.dtype, scan=self.scan,
-                            name='lstm_2')(h, init2)
+                            scan_groups=self.scan_groups, name='lstm_2')(h, init2)
 
     if self.readout == 'flatten':
       features = h.reshape(n, -1)

@@ -122,7 +122,8 @@ def test_method_config_check_names_the_field():
   c.model = methods.get('bilinear_lstm').default_model_config()
   methods.get('bilinear_lstm').check_config(c)
   for field, bad in (('readout', 'max'), ('query', 'down'), ('init_source', 'ones'),
-                     ('num_layers', 3), ('window', -2), ('dropout_rate', 1.0)):
+                     ('num_layers', 3), ('window', -2), ('dropout_rate', 1.0),
+                     ('scan_groups', -1)):
     c2 = c.copy_and_resolve_references()
     c2.model[field] = bad
     with pytest.raises(ValueError, match=f'config.model.{field}'):
@@ -136,3 +137,10 @@ def test_build_from_config_uses_the_method_registry():
   c.model.hidden, c.model.rank, c.model.window = 8, 4, 2
   model = methods.get('bilinear_lstm').build_model(c, types.SimpleNamespace(num_classes=3))
   assert (model.hidden, model.rank, model.window, model.readout) == (8, 4, 2, 'flatten')
+  assert model.scan_groups is None  # 0 in the config: the modules' default
+  c.model.scan_groups = 3
+  model3 = methods.get('bilinear_lstm').build_model(c, types.SimpleNamespace(num_classes=3))
+  x, v = _init(model3)
+  assert model3.scan_groups == 3
+  np.testing.assert_allclose(np.asarray(model3.apply(v, x)['logits']),
+                             np.asarray(model.apply(v, x)['logits']), rtol=1e-5, atol=1e-6)

@@ -67,7 +67,7 @@ class Predictor:
 
   def _forward(self, full: bool):
     if full not in self._jitted:
-      capture = tuple(getattr(self.method.attention_panels, 'capture', ()))
+      capture = self.method.panel_captures
       model, method, tta = self.exp.model, self.method, self.config.eval.flip_tta
 
       def capture_filter(module, name):

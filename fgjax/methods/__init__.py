@@ -24,10 +24,10 @@ is imported on first import of `fgjax.methods`), never branching on a method nam
   `outputs`, the FULL `model.apply(..., train=False)` dict of the batch as NumPy arrays (not
   predict_fn's subset). Panel coordinates are normalised to the model input (fgjax/overlays.py).
   `options` is a dict of predict's overlay options (e.g. 'cell': (u, v) for bilinear_lstm).
-  An optional attribute `attention_panels.capture` (tuple of names of the model's direct
-  submodules) asks predict to capture their `__call__` outputs into
-  `outputs['intermediates'][name]['__call__']` (a tuple, one entry per call), for maps a model
-  does not return (bcnn's stream features, a3m's per-location category features).
+- `panel_captures`: names of the model's direct submodules whose `__call__` outputs predict
+  captures for `attention_panels` into `outputs['intermediates'][name]['__call__']` (a tuple, one
+  entry per call), for maps a model does not return (bcnn's stream features, a3m's per-location
+  category features).
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ class Method:
   eval_metrics: Callable | None = None
   train_inputs: tuple[tuple[str, str], ...] = ()
   attention_panels: Callable | None = None
+  panel_captures: tuple[str, ...] = ()
 
 
 _REGISTRY: dict[str, Method] = {}

@@ -235,9 +235,6 @@ def attention_panels(outputs, index, config, options):
   return panels
 
 
-attention_panels.capture = ('category_conv', 'category_conv_bn')
-
-
 register(Method(
     name='a3m', build_model=_build, loss_fn=loss_fn, predict_fn=predict_fn,
     default_model_config=_model_config, check_config=_check,
@@ -245,7 +242,8 @@ register(Method(
     description='attribute-aware attention: category + K attribute branches, attribute-guided '
                 'and category-guided attention (Han et al. 2018)',
     eval_outputs=('attribute_logits',), eval_batch_keys=_eval_batch_keys,
-    eval_metrics=eval_metrics, attention_panels=attention_panels))
+    eval_metrics=eval_metrics, attention_panels=attention_panels,
+    panel_captures=('category_conv', 'category_conv_bn')))
 
 
 # The official code's CUB attribute groups (class 0 = none + the group's values; sum 340), which

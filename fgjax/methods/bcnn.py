@@ -76,9 +76,6 @@ def attention_panels(outputs, index, config, options):  # pylint: disable=unused
       colorbar_label='|a||b|')]
 
 
-attention_panels.capture = ('backbone_a', 'backbone_b', 'proj_a', 'proj_b')
-
-
 for _name, _spp, _desc in (
     ('bcnn', False, 'bilinear CNN: outer product at every location, sum-pool, signed sqrt, l2'),
     ('bcnn_spp', True, 'bilinear CNN with a 2-level spatial pyramid (1x1 + 2x2)')):
@@ -86,4 +83,5 @@ for _name, _spp, _desc in (
   register(Method(name=_name, build_model=_build, loss_fn=losses.classification,
                   predict_fn=logits_and_features, default_model_config=_bcnn_model_config,
                   check_config=_check, pretrained=two_stream_pretrained, description=_desc,
-                  attention_panels=attention_panels))
+                  attention_panels=attention_panels,
+                  panel_captures=('backbone_a', 'backbone_b', 'proj_a', 'proj_b')))

@@ -38,7 +38,7 @@ def restore_run(config, workdir: str, mesh=None, log=lambda m: None, step: int |
   the run's own WORKDIR/config.json. FileNotFoundError names what is missing (config, checkpoints,
   the step, with the steps there are); nothing is created in `workdir`."""
   if config is None:
-    config = experiment.load_run_config(workdir)
+    config = experiment.load_run_config(workdir, log)
   train_first = f'train first with python -m fgjax.train --config=... --workdir={workdir}'
   if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
     raise FileNotFoundError(f'{workdir} has no checkpoints/ folder; {train_first}')
@@ -220,7 +220,8 @@ def main(argv):
            'train_splits': f.svm_train_splits, 'embedding': f.svm_embedding}
   try:
     result = evaluate_latest(f.config, f.workdir, f.split, plots_on=f.plots, svm=svm,
-                             retrieval_queries=f.retrieval_queries)
+                             retrieval_queries=f.retrieval_queries,
+                             log=lambda m: print(m, file=sys.stderr, flush=True))
   except (FileNotFoundError, ValueError, ImportError) as e:
     print(f'ERROR: {e}', file=sys.stderr, flush=True)
     sys.exit(2)

@@ -43,9 +43,9 @@ def check_out(out: str, overwrite: bool) -> str:
 
 
 def export_embeddings(workdir: str, split: str, embedding: str | None = None, *, config=None,
-                      progress=None, mesh=None) -> dict[str, np.ndarray]:
+                      progress=None, mesh=None, log=lambda m: None) -> dict[str, np.ndarray]:
   """The arrays of the .npz (see the module docstring), computed on the latest checkpoint."""
-  exp, state, step = evaluate.restore_run(config, workdir, mesh)
+  exp, state, step = evaluate.restore_run(config, workdir, mesh, log)
   exp.meta.check_split(split, '--split')
   embedding = embedding or exp.config.eval.embedding
   evaluation.check_embedding(exp, embedding, '--embedding')
@@ -71,11 +71,12 @@ def export_embeddings(workdir: str, split: str, embedding: str | None = None, *,
 
 
 def export(workdir: str, split: str, out: str, embedding: str | None = None, *,
-           overwrite: bool = False, config=None, progress=None, mesh=None) -> str:
+           overwrite: bool = False, config=None, progress=None, mesh=None,
+           log=lambda m: None) -> str:
   """Write the .npz (process 0 only); returns its path. Refuses to overwrite unless told."""
   out = check_out(out, overwrite)
   arrays = export_embeddings(workdir, split, embedding, config=config, progress=progress,
-                             mesh=mesh)
+                             mesh=mesh, log=log)
   if jax.process_index() == 0:
     tmp = out[:-len('.npz')] + '.tmp.npz'
     np.savez(tmp, **arrays)
@@ -106,7 +107,7 @@ def main(argv):
   progress = writers.StatusLine(f'export {f.split}', enabled=show and jax.process_index() == 0)
   try:
     path = export(f.workdir, f.split, f.out, f.embedding, overwrite=f.overwrite, config=f.config,
-                  progress=progress)
+                  progress=progress, log=lambda m: print(m, file=sys.stderr, flush=True))
   except (FileNotFoundError, FileExistsError, ValueError) as e:
     print(f'ERROR: {e}', file=sys.stderr, flush=True)
     sys.exit(2)

@@ -111,7 +111,7 @@ def load(workdir: str, step: int | None = None, batch_size: int = 8, mesh=None,
   if batch_size < 1:
     raise PredictError(f'--batch_size must be >= 1, got {batch_size}')
   try:
-    config = experiment.load_run_config(workdir)
+    config = experiment.load_run_config(workdir, log)
   except (FileNotFoundError, ValueError) as e:
     raise PredictError(str(e)) from None
   mesh = sharding.make_mesh(jax.devices()[:1]) if mesh is None else mesh

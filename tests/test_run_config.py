@@ -35,3 +35,19 @@ def test_missing_or_bad_config_json_names_the_file(tmp_path):
   (tmp_path / 'config.json').write_text(json.dumps({'a': 1}))
   with pytest.raises(ValueError, match='not an fgjax run config'):
     experiment.load_run_config(str(tmp_path))
+
+
+def test_fields_added_later_get_defaults_and_are_named(tmp_path, trained_workdir):
+  """A config.json from before a field existed still loads: the field gets today's default and the
+  log names it; values the run set (including maps such as lr_multipliers) are kept as they are."""
+  with open(os.path.join(trained_workdir('bcnn'), 'config.json')) as f:
+    raw = json.load(f)
+  del raw['model']['proj_dim_a'], raw['eval']['flip_tta']
+  raw['optim']['lr_multipliers'] = {'^classifier': 3.0}
+  (tmp_path / 'config.json').write_text(json.dumps(raw))
+  lines = []
+  loaded = experiment.load_run_config(str(tmp_path), log=lines.append)
+  assert loaded.model.proj_dim_a == 0 and loaded.eval.flip_tta is False
+  assert loaded.optim.lr_multipliers.to_dict() == {'^classifier': 3.0}
+  assert len(lines) == 2
+  assert any('model.proj_dim_a' in l for l in lines) and any('eval.flip_tta' in l for l in lines)

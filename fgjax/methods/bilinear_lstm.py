@@ -99,23 +99,40 @@ def predict_fn(outputs):
           'attention_mass': outputs['attention_mass'], 'last_cell_attention': att[:, -1, -1]}
 
 
+def cells_in_box(bbox: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+  """(N, K_h, K_w) bool: grid cells whose centre ((u + 0.5) / K_h, (v + 0.5) / K_w) lies in the
+  box; bbox (N, 4) = (ymin, xmin, ymax, xmax) normalised. The grid is taken to tile the image,
+  exact for stride-aligned maps."""
+  cy, cx = (np.arange(grid[0]) + 0.5) / grid[0], (np.arange(grid[1]) + 0.5) / grid[1]
+  y = (cy[None, :, None] >= bbox[:, 0, None, None]) & (cy[None, :, None] <= bbox[:, 2, None, None])
+  x = (cx[None, None, :] >= bbox[:, 1, None, None]) & (cx[None, None, :] <= bbox[:, 3, None, None])
+  return y & x
+
+
 def attention_in_box(attention: np.ndarray, bbox: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """Fraction of each map's mass on grid cells whose centre lies in the box, and the fraction of
-  cells that do (the box's area on the grid). attention (N, K_h, K_w) >= 0, bbox (N, 4) =
-  (ymin, xmin, ymax, xmax) normalised; the grid is taken to tile the image (cell centre
-  ((u + 0.5) / K_h, (v + 0.5) / K_w)), exact for stride-aligned maps."""
-  n, kh, kw = attention.shape
-  cy, cx = (np.arange(kh) + 0.5) / kh, (np.arange(kw) + 0.5) / kw
-  inside = ((cy[None, :, None] >= bbox[:, 0, None, None]) & (cy[None, :, None] <= bbox[:, 2, None, None])
-            & (cx[None, None, :] >= bbox[:, 1, None, None]) & (cx[None, None, :] <= bbox[:, 3, None, None]))
+  """Fraction of each map's mass on grid cells inside the box (`cells_in_box`), and the fraction
+  of cells that are (the box's area on the grid). attention (N, K_h, K_w) >= 0."""
+  n = attention.shape[0]
+  inside = cells_in_box(bbox, attention.shape[1:])
   att = attention.astype(np.float64)
   mass = (att * inside).sum((1, 2)) / np.maximum(att.sum((1, 2)), 1e-30)
   return mass, inside.reshape(n, -1).mean(1)
 
 
+def causal_chance_in_box(bbox: np.ndarray, grid: tuple[int, int], window: int | None):
+  """The in-box fraction of the aggregated mass if every cell attended uniformly over its causal
+  region (rectangle u <= i, v <= j, cut to `window`): mean over cells of |box & region| / |region|,
+  per image (N,). The fair 'no preference' level of `attention_mass`: under causal masking the
+  top-left cells cannot see a box in the bottom-right, so the box's area fraction is not it."""
+  from fgjax.models.spatial_lstm import attention_mask  # pylint: disable=g-import-not-at-top
+  inside = cells_in_box(bbox, grid).reshape(len(bbox), -1).astype(np.float64)
+  mask = attention_mask(*grid, window).astype(np.float64)  # (cells, keys)
+  seen = inside @ mask.T  # (N, cells): in-box keys each cell may attend to
+  return (seen / mask.sum(1)).mean(1)
+
+
 def eval_metrics(gathered, config) -> dict:
   """Where the attention goes, against the object box (synthetic_parts / CUB boxes)."""
-  del config
   if 'bbox' not in gathered:  # the dataset has no object boxes
     return {}
   out = {}
@@ -124,6 +141,14 @@ def eval_metrics(gathered, config) -> dict:
     ok = area > 0
     out[f'{name}_in_box'] = float(mass.mean())
     out[f'{name}_box_ratio'] = float((mass[ok] / area[ok]).mean()) if ok.any() else float('nan')
+    if name == 'attention_mass':
+      window = None if config.model.window < 0 else config.model.window
+      chance = causal_chance_in_box(np.asarray(gathered['bbox'], np.float64),
+                                    gathered[name].shape[1:], window)
+      ok = chance > 0
+      out['attention_mass_causal_chance'] = float(chance.mean())
+      out['attention_mass_causal_ratio'] = (float((mass[ok] / chance[ok]).mean()) if ok.any()
+                                            else float('nan'))
   out['box_area_fraction'] = float(area.mean())
   return out
 

@@ -3,6 +3,7 @@ brute-force loop, and a short real training run through the trainer."""
 
 import json
 import os
+import types
 
 import numpy as np
 import pytest
@@ -52,6 +53,38 @@ def test_attention_in_box_against_a_loop():
   assert mass[0] == pytest.approx(1.0) and area[2] == 0
 
 
+@pytest.mark.parametrize('window', [None, 1])
+def test_causal_chance_is_uniform_attention_over_each_causal_region(window):
+  """Oracle: loops over cells and their rectangles; and uniform causal attention scores ratio 1."""
+  boxes = np.array([[0.0, 0.0, 1.0, 1.0], [0.5, 0.6, 1.0, 1.0], [0.0, 0.0, 0.3, 0.4]])
+  kh, kw = 4, 5
+  chance = method_lib.causal_chance_in_box(boxes, (kh, kw), window)
+  mass = np.zeros((3, kh, kw))
+  for n in range(3):
+    fractions = []
+    for i in range(kh):
+      for j in range(kw):
+        region = [(u, v) for u in range(i + 1) for v in range(j + 1)
+                  if window is None or (i - u <= window and j - v <= window)]
+        hits = [(u, v) for u, v in region if boxes[n, 0] <= (u + 0.5) / kh <= boxes[n, 2]
+                and boxes[n, 1] <= (v + 0.5) / kw <= boxes[n, 3]]
+        fractions.append(len(hits) / len(region))
+        for u, v in region:  # uniform attention of cell (i, j) over its region
+          mass[n, u, v] += 1 / len(region)
+    np.testing.assert_allclose(chance[n], np.mean(fractions))
+  assert chance[0] == pytest.approx(1.0)
+  config = types.SimpleNamespace(model=types.SimpleNamespace(window=-1 if window is None
+                                                             else window))
+  out = method_lib.eval_metrics({'attention_mass': mass, 'last_cell_attention': mass,
+                                 'bbox': boxes}, config)
+  assert out['attention_mass_causal_ratio'] == pytest.approx(1.0)
+  assert out['attention_mass_causal_chance'] == pytest.approx(chance.mean())
+  # The box-area ratio is not 1 for the same uniform attention: the box at the bottom right is
+  # seen by few cells, the one at the top left by all.
+  _, area = method_lib.attention_in_box(mass, boxes)
+  assert chance[1] < area[1] and chance[2] > area[2]
+
+
 def test_trains_a_few_steps_and_reports_attention_metrics(make_config, one_device_mesh, tmp_path):
   c = make_config('bilinear_lstm', hidden=8)
   with c.unlocked():
@@ -62,5 +95,5 @@ def test_trains_a_few_steps_and_reports_attention_metrics(make_config, one_devic
   final = result['final'] if 'final' in result else result
   flat = json.dumps(final)
   for key in ('attention_mass_in_box', 'attention_mass_box_ratio', 'last_cell_attention_in_box',
-              'box_area_fraction'):
+              'box_area_fraction', 'attention_mass_causal_ratio'):
     assert key in flat, key

@@ -65,6 +65,9 @@ def default_model_config() -> ml_collections.ConfigDict:
   m.use_regions = True
   m.use_hybrid = True  # False: the paper's "image level only" ablation
   m.region_bn = 'separate'  # 'separate' | 'shared' BatchNorm running statistics (model docstring)
+  # Dropout on the pooled image/region features (training only). The paper has none; NTS-Net's
+  # resnet.py uses 0.5 (docs/methods/focus_discriminate.md: it cost accuracy on synthetic_parts).
+  m.feature_dropout = 0.0
   m.overlap_threshold = 0.5  # eval: intersection / region area for `top1_region_on_object`
   m.label_smoothing = 0.0
   return m
@@ -92,7 +95,8 @@ def build_model(config, meta):
       num_hybrid=m.num_hybrid, nms_iou=m.nms_iou, attention=m.attention, sigma=m.sigma,
       smoothing_truncate=m.smoothing_truncate, smoothing_mode=m.smoothing_mode,
       anchor_score=m.anchor_score, pad_value=m.pad_value, align_corners=m.align_corners,
-      use_regions=m.use_regions, use_hybrid=m.use_hybrid, region_bn=m.region_bn, dtype=dtype)
+      use_regions=m.use_regions, use_hybrid=m.use_hybrid, region_bn=m.region_bn,
+      feature_dropout=m.feature_dropout, dtype=dtype)
 
 
 def loss_fn(outputs, batch, config):
@@ -115,7 +119,24 @@ def loss_fn(outputs, batch, config):
 
 
 def predict_fn(outputs):
-  return {'logits': outputs['logits'], 'features': outputs['features'], 'boxes': outputs['boxes']}
+  image = outputs['image_logits']
+  regions = outputs.get('region_logits', jnp.zeros((image.shape[0], 0, image.shape[1]),
+                                                   image.dtype))  # use_regions=False: no region
+  return {'logits': outputs['logits'], 'features': outputs['features'], 'boxes': outputs['boxes'],
+          'image_logits': image, 'region_logits': regions}
+
+
+def branch_accuracies(gathered: dict) -> dict:
+  """Test top-1 of each classifier of the model on the same images: `image_top1` (the image-level
+  module, the prediction of the 'image level only' ablation), `region_top1` (the shared region
+  classifier, averaged over the m regions) and `top1_region_top1` (the first NMS region alone)."""
+  labels = np.asarray(gathered['label'])
+  out = {'image_top1': float(np.mean(np.argmax(gathered['image_logits'], -1) == labels))}
+  regions = np.asarray(gathered['region_logits'])
+  if regions.shape[1]:
+    hits = np.argmax(regions, -1) == labels[:, None]
+    out.update(region_top1=float(hits.mean()), top1_region_top1=float(hits[:, 0].mean()))
+  return out
 
 
 def _overlaps(regions: np.ndarray, objects: np.ndarray):
@@ -132,8 +153,10 @@ def _overlaps(regions: np.ndarray, objects: np.ndarray):
 
 
 def eval_metrics(gathered: dict, config) -> dict:
+  """`branch_accuracies`, and on datasets with object boxes where the top-1 region lies."""
+  branches = branch_accuracies(gathered)
   if 'bbox' not in gathered:
-    return {}
+    return branches
   h, w = augment.input_hw(config.dataset)
   clip = lambda b: np.stack([np.clip(b[..., 0], 0, h), np.clip(b[..., 1], 0, w),
                              np.clip(b[..., 2], 0, h), np.clip(b[..., 3], 0, w)], -1)
@@ -148,7 +171,7 @@ def eval_metrics(gathered: dict, config) -> dict:
                               geometry_scale=scale, pad=pad).integer_boxes()
   anchors = clip(np.broadcast_to(anchors.astype(np.float64), (len(obj),) + anchors.shape))
   chance, _ = _overlaps(anchors, obj)
-  return {'top1_region_on_object': float(np.mean(frac[:, 0] >= thr)),
+  return {**branches, 'top1_region_on_object': float(np.mean(frac[:, 0] >= thr)),
           'top1_region_touches_object': float(np.mean(iou[:, 0] > 0)),
           'top1_region_iou': float(np.mean(iou[:, 0])),
           'anchor_on_object_chance': float(np.mean(chance >= thr))}
@@ -175,6 +198,8 @@ def check_config(config):
     raise ValueError(f'config.model.nms_iou must be > 0, got {m.nms_iou}')
   if m.sigma < 0 or m.geometry_scale < 0 or m.pad < 0 or m.region_size < 0:
     raise ValueError('config.model.sigma, geometry_scale, pad and region_size must be >= 0')
+  if not 0 <= m.feature_dropout < 1:
+    raise ValueError(f'config.model.feature_dropout must be in [0, 1), got {m.feature_dropout}')
   if not 0 < m.overlap_threshold <= 1:
     raise ValueError(f'config.model.overlap_threshold must be in (0, 1], got '
                      f'{m.overlap_threshold}')
@@ -232,7 +257,8 @@ register(Method(
     default_model_config=default_model_config, check_config=check_config,
     batch_keys=('image', 'label'), pretrained=pretrained,
     description='CAM attention -> NTS-Net anchors + NMS -> zoomed regions -> hybrid classifier',
-    eval_outputs=('boxes',), eval_batch_keys=('bbox',), eval_metrics=eval_metrics,
+    eval_outputs=('boxes', 'image_logits', 'region_logits'), eval_batch_keys=('bbox',),
+    eval_metrics=eval_metrics,
     train_inputs=(('labels', 'label'),), attention_panels=attention_panels))
 
 

@@ -30,6 +30,10 @@ reuses them (yangze0930/NTS-Net, commit e6c98df):
    image and region classifiers still trained; predict with the image logits); `use_regions=False`
    trains the image classifier alone (a plain GAP+FC baseline; boxes are still proposed, for the
    localisation metric).
+7. Feature dropout (`feature_dropout`, rate; NTS-Net's resnet.py applies nn.Dropout(p=0.5) to the
+   pooled feature): F^I and every F^R_r are dropped out before their classifiers, and the hybrid
+   feature concatenates the dropped features (one mask per feature, shared by its two uses).
+   Training only (NTS-Net builds the module inside `forward`, so it drops at test time too).
 """
 
 from __future__ import annotations
@@ -126,6 +130,7 @@ class FocusDiscriminate(nn.Module):
   use_regions: bool = True
   use_hybrid: bool = True
   region_bn: str = 'separate'  # 'separate' | 'shared' (see `_region_backbone`)
+  feature_dropout: float = 0.0  # on the pooled image and region features, training only
   dtype: Any = jnp.float32
 
   def integer_boxes(self) -> np.ndarray:
@@ -162,7 +167,8 @@ class FocusDiscriminate(nn.Module):
   def __call__(self, images: jax.Array, train: bool = False, labels=None) -> dict:
     b = images.shape[0]
     z = self.backbone(images, train=train)['features'][self.layer]
-    image_feat = jnp.mean(z.astype(jnp.float32), axis=(1, 2))
+    drop = lambda f: nn.Dropout(self.feature_dropout)(f, deterministic=not train)
+    image_feat = drop(jnp.mean(z.astype(jnp.float32), axis=(1, 2)))
     image_fc = Linear(self.num_classes, dtype=self.dtype, name='image_classifier')
     image_logits = image_fc(image_feat)
     out = {'image_logits': image_logits}
@@ -196,7 +202,8 @@ class FocusDiscriminate(nn.Module):
     crops = crop_and_resize(x, boxes, self.region_size, self.align_corners) + fill
     crops = crops.reshape((b * self.num_regions,) + crops.shape[2:])
     zr = self._region_backbone()(crops, train=train)['features'][self.layer]
-    region_feat = jnp.mean(zr.astype(jnp.float32), axis=(1, 2)).reshape(b, self.num_regions, -1)
+    region_feat = drop(jnp.mean(zr.astype(jnp.float32), axis=(1, 2)).reshape(
+        b, self.num_regions, -1))
     region_logits = Linear(self.num_classes, dtype=self.dtype, name='region_classifier')(
         region_feat)
     out['region_logits'] = region_logits

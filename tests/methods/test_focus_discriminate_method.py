@@ -51,16 +51,30 @@ def test_eval_metric_on_hand_made_boxes(make_config):
   boxes[1, 0] = [4, 4, 12, 12]  # 16 of 64 px on the object: touches, not on object
   boxes[2, 0] = [0, 0, 6, 6]  # disjoint
   boxes[3, 0] = [-10, 16, 14, 22]  # clipped to [0, 16, 14, 22]: 6*6 of 14*6 px on object (0.43)
-  got = METHOD.eval_metrics({'bbox': bbox, 'boxes': boxes, 'logits': np.zeros((4, 2))}, config)
+  labels = np.array([0, 1, 1, 0])
+  image_logits = np.array([[1., 0], [1, 0], [0, 1], [0, 1]])  # right on images 0 and 2
+  region_logits = np.zeros((4, 6, 2))
+  region_logits[:, :, 1] = 1  # class 1 everywhere ...
+  region_logits[0, 0] = [1, 0]  # ... but the first region of image 0 says class 0
+  base = {'label': labels, 'image_logits': image_logits, 'region_logits': region_logits,
+          'logits': np.zeros((4, 2))}
+  got = METHOD.eval_metrics({**base, 'bbox': bbox, 'boxes': boxes}, config)
+  assert got['image_top1'] == 0.5
+  assert got['top1_region_top1'] == 0.75  # images 0, 1, 2
+  assert got['region_top1'] == 13 / 24  # 1 + 6 + 6 + 0 of the 6 regions of each image
   assert got['top1_region_on_object'] == 0.25
   assert got['top1_region_touches_object'] == 0.75
   ious = [16 / 256, 16 / (64 + 256 - 16), 0, 36 / (84 + 256 - 36)]
   assert abs(got['top1_region_iou'] - np.mean(ious)) < 1e-9
   with config.unlocked():
     config.model.overlap_threshold = 0.4
-  assert METHOD.eval_metrics({'bbox': bbox, 'boxes': boxes}, config)['top1_region_on_object'] == 0.5
+  assert METHOD.eval_metrics({**base, 'bbox': bbox, 'boxes': boxes},
+                             config)['top1_region_on_object'] == 0.5
   assert 0 < got['anchor_on_object_chance'] < 1
-  assert METHOD.eval_metrics({'boxes': boxes}, config) == {}  # a dataset without boxes
+  no_boxes = METHOD.eval_metrics({**base, 'boxes': boxes}, config)  # a dataset without boxes
+  assert set(no_boxes) == {'image_top1', 'region_top1', 'top1_region_top1'}
+  no_regions = METHOD.eval_metrics({**base, 'region_logits': np.zeros((4, 0, 2))}, config)
+  assert no_regions == {'image_top1': 0.5}
 
 
 def test_end_to_end_eval_reports_region_metrics(make_config, one_device_mesh):
@@ -78,6 +92,8 @@ def test_end_to_end_eval_reports_region_metrics(make_config, one_device_mesh):
   area = (top1[:, 2] - top1[:, 0]) * (top1[:, 3] - top1[:, 1])
   assert result['top1_region_on_object'] == np.mean(ih * iw / area >= 0.5)
   assert 0 <= result['top1'] <= 1
+  assert result['image_top1'] == np.mean(np.argmax(out['image_logits'], -1) == out['label'])
+  assert out['region_logits'].shape == (48, 6, 4)
 
 
 @pytest.mark.parametrize('field,value,match', [
@@ -88,6 +104,7 @@ def test_end_to_end_eval_reports_region_metrics(make_config, one_device_mesh):
     ('pad', 2, 'config.model.pad'),
     ('region_size', 4, 'config.model.region_size'),
     ('overlap_threshold', 0.0, 'overlap_threshold'),
+    ('feature_dropout', 1.0, 'config.model.feature_dropout'),
 ])
 def test_check_config_errors(make_config, field, value, match):
   config = make_config('focus_discriminate')

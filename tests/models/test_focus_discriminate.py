@@ -201,6 +201,31 @@ def test_ablation_switches():
   np.testing.assert_array_equal(np.asarray(o3['boxes']), np.asarray(out['boxes']))
 
 
+def test_feature_dropout_in_training_only():
+  """NTS-Net's dropout on the pooled features: evaluation equals the model without it; training
+  drops about half of the image and region features, with one mask for the image feature in the
+  image classifier and in the hybrid feature."""
+  x = images(n=4)
+  plain, dropped = make_model(), make_model(feature_dropout=0.5)
+  v = plain.init(jax.random.key(0), x)
+  for key in ('logits', 'image_logits', 'region_logits', 'features'):
+    np.testing.assert_array_equal(np.asarray(dropped.apply(v, x)[key]),
+                                  np.asarray(plain.apply(v, x)[key]))
+  ref = plain.apply(v, x, train=True)
+  out = dropped.apply(v, x, train=True, rngs={'dropout': jax.random.key(1)})
+  f, f_ref = np.asarray(out['features']), np.asarray(ref['features'])
+  zero = f == 0
+  assert 0.3 < zero.mean() < 0.7
+  np.testing.assert_allclose(f[~zero], 2 * f_ref[~zero], rtol=1e-6)
+  # The image classifier saw the same dropped image feature as the hybrid one.
+  img = f[:, :f_ref.shape[1] // 5]
+  kernel = np.asarray(v['params']['image_classifier']['kernel'])
+  bias = np.asarray(v['params']['image_classifier']['bias'])
+  np.testing.assert_allclose(np.asarray(out['image_logits']), img @ kernel + bias, rtol=1e-5,
+                             atol=1e-5)
+  np.testing.assert_array_equal(np.asarray(out['boxes']), np.asarray(ref['boxes']))
+
+
 def test_jit_grad_through_everything_is_finite_and_reaches_backbone():
   class Conv(nn.Module):
     mean = 0.0

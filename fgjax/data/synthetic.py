@@ -138,10 +138,6 @@ class SyntheticParts(tfds.core.GeneratorBasedBuilder):
           name='default',
           description='Demo config: 64x64, 10 classes, 2400 train / 600 test images.'),
       SyntheticPartsConfig(
-          name='small_parts',
-          description='As default, with part markings at half size (a few pixels at 64x64): the '
-                      'shapes need zooming in (focus_discriminate\'s premise).', part_scale=0.5),
-      SyntheticPartsConfig(
           name='tiny', description='Fast tests: 32x32, 4 classes, 96 train / 48 test images.',
           image_size=32, num_classes=4, train_identities_per_class=8,
           test_identities_per_class=4, num_cameras=3),

@@ -131,24 +131,27 @@ def causal_chance_in_box(bbox: np.ndarray, grid: tuple[int, int], window: int | 
   return (seen / mask.sum(1)).mean(1)
 
 
+def _mean_ratio(num: np.ndarray, den: np.ndarray) -> float:
+  """Mean of num / den over the images with den > 0 (NaN when there are none)."""
+  ok = den > 0
+  return float((num[ok] / den[ok]).mean()) if ok.any() else float('nan')
+
+
 def eval_metrics(gathered, config) -> dict:
   """Where the attention goes, against the object box (synthetic_parts / CUB boxes)."""
   if 'bbox' not in gathered:  # the dataset has no object boxes
     return {}
+  bbox = np.asarray(gathered['bbox'], np.float64)
+  in_box = {name: attention_in_box(gathered[name], bbox)
+            for name in ('attention_mass', 'last_cell_attention')}
   out = {}
-  for name in ('attention_mass', 'last_cell_attention'):
-    mass, area = attention_in_box(gathered[name], gathered['bbox'])
-    ok = area > 0
+  for name, (mass, area) in in_box.items():
     out[f'{name}_in_box'] = float(mass.mean())
-    out[f'{name}_box_ratio'] = float((mass[ok] / area[ok]).mean()) if ok.any() else float('nan')
-    if name == 'attention_mass':
-      window = None if config.model.window < 0 else config.model.window
-      chance = causal_chance_in_box(np.asarray(gathered['bbox'], np.float64),
-                                    gathered[name].shape[1:], window)
-      ok = chance > 0
-      out['attention_mass_causal_chance'] = float(chance.mean())
-      out['attention_mass_causal_ratio'] = (float((mass[ok] / chance[ok]).mean()) if ok.any()
-                                            else float('nan'))
+    out[f'{name}_box_ratio'] = _mean_ratio(mass, area)
+  window = None if config.model.window < 0 else config.model.window
+  chance = causal_chance_in_box(bbox, gathered['attention_mass'].shape[1:], window)
+  out['attention_mass_causal_chance'] = float(chance.mean())
+  out['attention_mass_causal_ratio'] = _mean_ratio(in_box['attention_mass'][0], chance)
   out['box_area_fraction'] = float(area.mean())
   return out
 

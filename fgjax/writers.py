@@ -90,14 +90,15 @@ class StatusLine:
     else:
       rate = f' ({(done - self._first) / max(now - self._t0, 1e-9):.1f} img/s)'
     line = f'{self.label}: {done}/{total}{rate}'
-    stream = self.stream or sys.stderr
-    stream.write('\r' + line.ljust(self._width) + ('\n' if done >= total else ''))
-    stream.flush()
+    self._write('\r' + line.ljust(self._width) + ('\n' if done >= total else ''))
     self._width = 0 if done >= total else len(line)
 
   def clear(self) -> None:
     if self.enabled and self._width:
-      stream = self.stream or sys.stderr
-      stream.write('\r' + ' ' * self._width + '\r')
-      stream.flush()
+      self._write('\r' + ' ' * self._width + '\r')
       self._width, self._last = 0, None
+
+  def _write(self, text: str) -> None:
+    stream = self.stream or sys.stderr  # looked up late: tests swap sys.stderr
+    stream.write(text)
+    stream.flush()

@@ -103,16 +103,16 @@ def fgjax_train_step(exp, batch: int, *, lr: float = 0.01, momentum: float = 0.9
 
 
 def fgjax_eval_img_s(exp, batch: int, *, iters: int = 3, min_time: float = 0.0) -> float:
-  """Inference img/s of `evaluation.make_eval_step(exp)` (the step evaluation runs: forward in
+  """Inference img/s of `protocols.make_eval_step(exp)` (the step evaluation runs: forward in
   eval mode + predict_fn, logits out) on random uint8 images, after a warm-up call."""
-  from fgjax import evaluation  # pylint: disable=g-import-not-at-top
+  from fgjax.evaluation import protocols  # pylint: disable=g-import-not-at-top
   tx = optax.sgd(0.01)
   state = trainer.init_state(exp, tx)
   rng = np.random.default_rng(1)
   data = {'image': jnp.asarray(rng.integers(0, 256, exp.dummy_images(batch).shape), jnp.uint8),
           'mask': jnp.ones((batch,), bool), 'index': jnp.arange(batch, dtype=jnp.int32)}
   data = jax.device_put(data, sharding.batch_sharded(exp.mesh))
-  step = evaluation.make_eval_step(exp, outputs=('logits',), batch_keys=())
+  step = protocols.make_eval_step(exp, outputs=('logits',), batch_keys=())
   timing = common.times(lambda: jax.block_until_ready(step(state, data)['logits']), iters=iters,
                         min_time=min_time)
   return round(batch / timing['median_s'], 4)

@@ -1,4 +1,4 @@
-"""bilinear_lstm (Wu & Wang 2017) on FGVC-Aircraft, the paper's settings (fgjax.default_config.bilinear_lstm_recipe).
+"""bilinear_lstm (Wu & Wang 2017) on FGVC-Aircraft, the paper's settings (fgjax.methods.bilinear_lstm.bilinear_lstm_recipe).
 
 python -m fgjax.data.prepare fgvc_aircraft --manual_dir=DIR          # once (README "Datasets")
 python -m fgjax.train --config=configs/aircraft_bilinear_lstm.py --workdir=DIR \
@@ -8,11 +8,12 @@ python -m fgjax.train --config=configs/aircraft_bilinear_lstm.py:runlocal --work
 Seed 000 reports 88.4% top-1 with this model.
 """
 
-from fgjax.default_config import bilinear_lstm_recipe, get_base_config
+from fgjax.default_config import get_base_config, parse_arg
+from fgjax.methods.bilinear_lstm import bilinear_lstm_recipe
 
 
 def get_config(arg=None):
-  c = bilinear_lstm_recipe(get_base_config(), arg)
+  c = bilinear_lstm_recipe(get_base_config(), parse_arg(arg).runlocal)
   c.dataset.name = 'fgvc_aircraft'
   c.dataset.train_split = 'trainval'
   c.dataset.eval_split = 'test'

@@ -1,4 +1,4 @@
-"""bilinear_lstm (Wu & Wang 2017) on Stanford-Cars, the paper's settings (fgjax.default_config.bilinear_lstm_recipe).
+"""bilinear_lstm (Wu & Wang 2017) on Stanford-Cars, the paper's settings (fgjax.methods.bilinear_lstm.bilinear_lstm_recipe).
 
 python -m fgjax.data.prepare cars196 --manual_dir=DIR          # once (README "Datasets")
 python -m fgjax.train --config=configs/cars_bilinear_lstm.py --workdir=DIR \
@@ -8,11 +8,12 @@ python -m fgjax.train --config=configs/cars_bilinear_lstm.py:runlocal --workdir=
 Seed 000 reports 93.4% top-1 with this model.
 """
 
-from fgjax.default_config import bilinear_lstm_recipe, get_base_config
+from fgjax.default_config import get_base_config, parse_arg
+from fgjax.methods.bilinear_lstm import bilinear_lstm_recipe
 
 
 def get_config(arg=None):
-  c = bilinear_lstm_recipe(get_base_config(), arg)
+  c = bilinear_lstm_recipe(get_base_config(), parse_arg(arg).runlocal)
   c.dataset.name = 'cars196'
   c.dataset.train_split = 'train'
   c.dataset.eval_split = 'test'

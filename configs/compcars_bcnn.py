@@ -1,11 +1,12 @@
-"""B-CNN [D,M] on CompCars classification subset (431 models), seed 000's recipe (fgjax.default_config.bcnn_dm_recipe).
+"""B-CNN [D,M] on CompCars classification subset (431 models), seed 000's recipe (fgjax.methods.bcnn.bcnn_dm_recipe).
 
 python -m fgjax.data.prepare compcars --manual_dir=DIR          # once (README "Datasets")
 python -m fgjax.train --config=configs/compcars_bcnn.py --workdir=DIR \
   --config.model.backbone_a_pretrained=WEIGHTS/vgg16 --config.model.backbone_b_pretrained=WEIGHTS/vggm
 """
 
-from fgjax.default_config import bcnn_dm_recipe, get_base_config
+from fgjax.default_config import get_base_config
+from fgjax.methods.bcnn import bcnn_dm_recipe
 
 
 def get_config():

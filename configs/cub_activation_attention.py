@@ -9,12 +9,12 @@ python -m fgjax.train --config=configs/cub_activation_attention.py:runlocal \
   --workdir=/tmp/x  # CPU smoke run
 """
 
-from fgjax.default_config import get_base_config, runlocal
+from fgjax.default_config import get_base_config, parse_arg
 from fgjax.methods.activation_attention import paper_recipe
 
 
 def get_config(arg=None):
-  c = paper_recipe(get_base_config(), runlocal=runlocal(arg))
+  c = paper_recipe(get_base_config(), runlocal=parse_arg(arg).runlocal)
   c.dataset.name = 'cub2011'
   c.dataset.train_split = 'train'
   c.dataset.eval_split = 'test'

@@ -1,4 +1,4 @@
-"""bilinear_lstm (Wu & Wang 2017) on CUB-200-2011, the paper's settings (fgjax.default_config.bilinear_lstm_recipe).
+"""bilinear_lstm (Wu & Wang 2017) on CUB-200-2011, the paper's settings (fgjax.methods.bilinear_lstm.bilinear_lstm_recipe).
 
 python -m fgjax.data.prepare cub2011 --manual_dir=DIR          # once (README "Datasets")
 python -m fgjax.train --config=configs/cub_bilinear_lstm.py --workdir=DIR \
@@ -8,11 +8,12 @@ python -m fgjax.train --config=configs/cub_bilinear_lstm.py:runlocal --workdir=D
 Seed 000 reports 89.7% top-1 with this model.
 """
 
-from fgjax.default_config import bilinear_lstm_recipe, get_base_config
+from fgjax.default_config import get_base_config, parse_arg
+from fgjax.methods.bilinear_lstm import bilinear_lstm_recipe
 
 
 def get_config(arg=None):
-  c = bilinear_lstm_recipe(get_base_config(), arg)
+  c = bilinear_lstm_recipe(get_base_config(), parse_arg(arg).runlocal)
   c.dataset.name = 'cub2011'
   c.dataset.train_split = 'train'
   c.dataset.eval_split = 'test'

@@ -11,12 +11,12 @@ ResNet-50 at 448, NTS-Net anchors/NMS 0.25, 6 regions zoomed to 224, hybrid of t
 region features; SGD 0.01 (x0.1 at epochs 40, 80), 100 epochs, backbone at 0.1x lr.
 """
 
-from fgjax.default_config import get_base_config, runlocal
+from fgjax.default_config import get_base_config, parse_arg
 from fgjax.methods.focus_discriminate import paper_recipe
 
 
 def get_config(arg=None):
-  c = paper_recipe(get_base_config(), runlocal=runlocal(arg))
+  c = paper_recipe(get_base_config(), runlocal=parse_arg(arg).runlocal)
   c.dataset.name = 'cub2011'
   c.dataset.train_split = 'train'
   c.dataset.eval_split = 'test'

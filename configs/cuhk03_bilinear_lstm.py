@@ -1,4 +1,4 @@
-"""bilinear_lstm re-identification on CUHK03 labeled 767/700 (fgjax.default_config.bilinear_lstm_reid_recipe).
+"""bilinear_lstm re-identification on CUHK03 labeled 767/700 (fgjax.methods.bilinear_lstm.bilinear_lstm_reid_recipe).
 
 python -m fgjax.data.prepare cuhk03 --manual_dir=DIR          # once (README "Datasets")
 python -m fgjax.train --config=configs/cuhk03_bilinear_lstm.py --workdir=DIR \
@@ -6,12 +6,14 @@ python -m fgjax.train --config=configs/cuhk03_bilinear_lstm.py --workdir=DIR \
 python -m fgjax.train --config=configs/cuhk03_bilinear_lstm.py:runlocal --workdir=DIR ...   # CPU smoke run
 """
 
-from fgjax.default_config import bilinear_lstm_reid_recipe, get_base_config
+from fgjax.default_config import get_base_config, parse_arg
+from fgjax.methods.bilinear_lstm import bilinear_lstm_reid_recipe
 
 
 def get_config(arg=None):
+  arg = parse_arg(arg)
   c = bilinear_lstm_reid_recipe(
-      get_base_config(), query_split='query', gallery_split='gallery', arg=arg)
+      get_base_config(), query_split='query', gallery_split='gallery', runlocal=arg.runlocal)
   c.dataset.name = 'cuhk03'
   c.dataset.train_split = 'train'
   return c

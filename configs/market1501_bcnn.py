@@ -1,11 +1,12 @@
-"""B-CNN [D,M] re-identification on Market-1501 (448x224 input) (fgjax.default_config.bcnn_dm_reid_recipe).
+"""B-CNN [D,M] re-identification on Market-1501 (448x224 input) (fgjax.methods.bcnn.bcnn_dm_reid_recipe).
 
 python -m fgjax.data.prepare market1501 --manual_dir=DIR          # once (README "Datasets")
 python -m fgjax.train --config=configs/market1501_bcnn.py --workdir=DIR \
   --config.model.backbone_a_pretrained=WEIGHTS/vgg16 --config.model.backbone_b_pretrained=WEIGHTS/vggm
 """
 
-from fgjax.default_config import bcnn_dm_reid_recipe, get_base_config
+from fgjax.default_config import get_base_config
+from fgjax.methods.bcnn import bcnn_dm_reid_recipe
 
 
 def get_config():

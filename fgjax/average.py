@@ -8,7 +8,7 @@ metric, `per_run` (each run's metrics). All runs must report the same numeric me
 file or metric is an error naming it, so nothing is averaged over a partial set.
 
 VIPeR protocol (seed 000, table 3): train one model per split with
-`--config=configs/viper_bilinear_lstm.py:splitK` (K = 0..9, one workdir each), then average.
+`--config=configs/viper_bilinear_lstm.py:split=K` (K = 0..9, one workdir each), then average.
 """
 
 from __future__ import annotations

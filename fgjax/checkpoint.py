@@ -18,7 +18,6 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from fgjax.optim import path_str
 
 
 class CheckpointError(RuntimeError):
@@ -115,7 +114,8 @@ class Checkpoints:
 
 
 def _flatten(tree) -> dict[str, object]:
-  return {path_str(p): v for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  return {jax.tree_util.keystr(p, simple=True, separator='/'): v
+          for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def read_variables(path: str) -> dict:

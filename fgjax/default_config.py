@@ -1,6 +1,8 @@
 """Every config field the spine reads, with defaults. Config files start from `get_base_config()`.
 
-A config file in configs/ is ``def get_config(): c = get_base_config(); c.method = ...; return c``.
+A config file in configs/ is ``def get_config(arg=None): c = get_base_config(); ...; return c``,
+starting from a method's recipe (`fgjax.methods.<method>.*_recipe`) and parsing its argument with
+`parse_arg`. This module is the schema only: it knows no method.
 The returned ConfigDict is locked: a misspelt field in a config file or on the command line
 (``--config.optim.learnig_rate=...``) is an error naming the fields that do exist.
 """
@@ -110,6 +112,18 @@ def lock(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return config
 
 
+def sgd(c: ml_collections.ConfigDict, learning_rate: float, *, weight_decay: float,
+        schedule: str, momentum: float = 0.9, nesterov: bool = False) -> ml_collections.ConfigDict:
+  """The SGD-with-momentum block every recipe starts its `optim` from."""
+  c.optim.optimizer = 'sgd'
+  c.optim.learning_rate = learning_rate
+  c.optim.momentum = momentum
+  c.optim.nesterov = nesterov
+  c.optim.weight_decay = weight_decay
+  c.optim.schedule = schedule
+  return c
+
+
 def synthetic_cpu_recipe(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Data and optimiser settings shared by the CPU-sized configs on the embedded dataset."""
   c.dataset.name = 'synthetic_parts'
@@ -118,12 +132,7 @@ def synthetic_cpu_recipe(c: ml_collections.ConfigDict) -> ml_collections.ConfigD
   c.dataset.image_size = 64
   c.dataset.shift_y = 4
   c.dataset.shift_x = 4
-  c.optim.optimizer = 'sgd'
-  c.optim.learning_rate = 0.05
-  c.optim.momentum = 0.9
-  c.optim.nesterov = True
-  c.optim.weight_decay = 5e-4
-  c.optim.schedule = 'cosine'
+  sgd(c, 0.05, weight_decay=5e-4, schedule='cosine', nesterov=True)
   c.optim.warmup_epochs = 1.0
   # The l2-normalised bilinear feature has unit norm, so the linear classifier needs a much larger
   # step than the layers below it (B-CNN trains its last layer alone at a high rate first).
@@ -136,129 +145,35 @@ def synthetic_cpu_recipe(c: ml_collections.ConfigDict) -> ml_collections.ConfigD
   return c
 
 
-def bcnn_dm_recipe(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """B-CNN [D,M] as seed 000 (Wu & Wang 2017) runs it on real datasets.
-
-  Streams: VGG-16 relu5_3 (28x28 at 448) x VGG-M relu5 (27x27; D is cropped to 27x27). Input
-  448x448; augmentation: horizontal flip and shifts of +-5 px horizontally, +-3 px vertically
-  without padding (the crop window moves inside a 454x458 resize). Two-step training: the
-  classifier alone on fixed features (a high rate, as logistic regression), then everything at
-  lr 0.001. The paper gives no epoch counts or weight decay for B-CNN; 10 + 30 epochs and 5e-4
-  (Lin et al.'s B-CNN code) are this recipe's choices. Needs ImageNet weights for both streams:
-  --config.model.backbone_a_pretrained=DIR --config.model.backbone_b_pretrained=DIR.
+def parse_arg(arg: str | None, runlocal: bool = False, **spec) -> ml_collections.ConfigDict:
+  """The argument of a config file (`--config=configs/x.py:ARG`) as a ConfigDict, as big_vision's
+  configs/common.py parses it: ARG is `key=value` pairs separated by commas, a bare `key` meaning
+  True (`:runlocal`, `:split=3,runlocal`). `spec` gives every key the config accepts with its
+  default, whose type the value is converted to; `runlocal` (a CPU-sized smoke run) is always
+  accepted. An unknown key or a value of the wrong type is a ValueError naming the valid keys.
   """
-  c.method = 'bcnn'
-  from fgjax import methods  # pylint: disable=g-import-not-at-top
-  c.model = methods.get('bcnn').default_model_config()
-  c.model.backbone_a, c.model.layer_a = 'vgg16', 'relu5_3'
-  c.model.backbone_b, c.model.layer_b = 'vggm', 'relu5'
-  c.dataset.resize = 'fixed'
-  c.dataset.resize_size, c.dataset.resize_width = 454, 458
-  c.dataset.image_size = 448
-  c.dataset.random_crop = False
-  c.dataset.hflip = True
-  c.dataset.shift_y, c.dataset.shift_x, c.dataset.shift_padding = 3, 5, False
-  c.optim.optimizer = 'sgd'
-  c.optim.momentum = 0.9
-  c.optim.weight_decay = 5e-4
-  c.optim.schedule = 'constant'
-  c.stages = (
-      ml_collections.ConfigDict({'name': 'head', 'num_epochs': 10.0,
-                                 'frozen': '^backbone', 'learning_rate': 1.0}),
-      ml_collections.ConfigDict({'name': 'all', 'num_epochs': 30.0, 'learning_rate': 0.001}))
-  c.train.global_batch_size = 32
-  c.train.log_every_steps = 20
-  c.train.checkpoint_every_steps = 500
-  c.eval.batch_size = 32
-  return c
-
-
-def bcnn_dm_reid_recipe(c: ml_collections.ConfigDict, query_split: str,
-                        gallery_split: str) -> ml_collections.ConfigDict:
-  """`bcnn_dm_recipe` for re-identification: identity classification in training, CMC and mAP
-  between `query_split` and `gallery_split` in evaluation (eval.protocol='reid').
-
-  Both streams are projected to 64 channels first (1x1 conv), so the ranking feature has
-  64*64 = 4096 dimensions instead of 512*512 = 262,144 (the gallery's features are ranked on host).
-  """
-  c = bcnn_dm_recipe(c)
-  c.model.proj_dim_a = c.model.proj_dim_b = 64
-  c.dataset.eval_split = query_split
-  c.eval.protocol = 'reid'
-  c.eval.query_split, c.eval.gallery_split = query_split, gallery_split
-  return c
-
-
-def bilinear_lstm_recipe(c: ml_collections.ConfigDict, arg: str | None = None
-                         ) -> ml_collections.ConfigDict:
-  """bilinear_lstm as seed 000 (Wu & Wang 2017, sec. 4.2) runs it on CUB / Aircraft / Cars.
-
-  The B-CNN [D,M] data recipe (`bcnn_dm_recipe`: 448 input, flip and +-5/+-3 px shifts) with
-  D = VGG-19 conv5_4+relu (the paper's D-Net, 28x28) and M = VGG-M conv5+relu (27x27), cropped to
-  27x27. A 2-layer spatial LSTM, hidden 512, attention over the whole causal rectangle, dropout
-  0.5, lambda = 1, tau = 1, gamma = 1e-5 (optax weight_decay 2e-5, see fgjax.methods.bilinear_lstm).
-  The paper does not say how the 512x512 bilinear input reaches the LSTM (a full W_x would hold
-  671M parameters): this recipe uses the rank-512 factorisation (1.8M; config.model.rank), which
-  keeps both streams' 512 channels. Two-step training (sec. 4.2): new layers with the backbones
-  frozen, then everything at lr 0.001; epoch counts are this recipe's choice (not in the paper).
-
-  `arg='runlocal'` shrinks it to a CPU smoke run on the real data: 112x112 input (7x7 grid),
-  hidden 64, rank 64, batch 8, 2% of an epoch per stage.
-  """
-  c = bcnn_dm_recipe(c)
-  c.method = 'bilinear_lstm'
-  from fgjax import methods  # pylint: disable=g-import-not-at-top
-  c.model = methods.get('bilinear_lstm').default_model_config()
-  c.model.backbone_a, c.model.layer_a = 'vgg19', 'relu5_4'
-  c.model.backbone_b, c.model.layer_b = 'vggm', 'relu5'
-  c.model.hidden = 512
-  c.model.rank = 512
-  c.optim.weight_decay = 2e-5
-  c.stages = (
-      ml_collections.ConfigDict({'name': 'new_layers', 'num_epochs': 10.0,
-                                 'frozen': '^backbone', 'learning_rate': 0.01}),
-      ml_collections.ConfigDict({'name': 'all', 'num_epochs': 30.0, 'learning_rate': 0.001}))
-  if runlocal(arg):
-    c.dataset.resize_size, c.dataset.resize_width = 118, 122
-    c.dataset.image_size = 112
-    c.model.hidden = c.model.rank = 64
-    c.train.global_batch_size = c.eval.batch_size = 8
-    c.train.log_every_steps = 5
-    for stage in c.stages:
-      stage.num_epochs = 0.02
-  return c
-
-
-def bilinear_lstm_reid_recipe(c: ml_collections.ConfigDict, query_split: str, gallery_split: str,
-                              arg: str | None = None) -> ml_collections.ConfigDict:
-  """`bilinear_lstm_recipe` for re-identification (seed 000, table 3): identity classification in
-  training, CMC and mAP between `query_split` and `gallery_split` (eval.protocol='reid').
-
-  The ranking feature is the mean of the last layer's hidden states over the grid (readout 'mean',
-  512-d): the paper's flattened readout would be 27*13*512 = 180k dimensions per image at 448x224.
-  """
-  c = bilinear_lstm_recipe(c, arg)
-  c.model.readout = 'mean'
-  c.dataset.eval_split = query_split
-  c.eval.protocol = 'reid'
-  c.eval.query_split, c.eval.gallery_split = query_split, gallery_split
-  return c
-
-
-def runlocal(arg: str | None) -> bool:
-  """The `:runlocal` argument of a real-data config file (`--config=configs/x.py:runlocal`): True
-  for 'runlocal', False for none; anything else is an error naming the valid argument."""
-  if arg not in (None, '', 'runlocal'):
-    raise ValueError(f"config argument must be 'runlocal' or nothing, got {arg!r}")
-  return arg == 'runlocal'
-
-
-def viper_split_arg(arg: str | None) -> tuple[str, str | None]:
-  """'splitK[,rest]' -> ('splitK', rest or None); None -> ('split0', None). VIPeR's 10 splits."""
-  parts = [p for p in (arg or '').split(',') if p]
-  split = 'split0'
-  if parts and parts[0].startswith('split'):
-    split = parts.pop(0)
-    if split[5:] not in [str(k) for k in range(10)]:
-      raise ValueError(f'VIPeR has splits split0..split9, got {split!r}')
-  return split, (','.join(parts) or None)
+  spec = {'runlocal': runlocal, **spec}
+  out = ml_collections.ConfigDict(spec)
+  valid = ', '.join(f'{k} (default {v!r})' for k, v in spec.items())
+  for item in (arg or '').split(','):
+    if not item:
+      continue
+    key, eq, value = item.partition('=')
+    if key not in spec:
+      raise ValueError(f'config argument {key!r} is not one this config takes; valid: {valid}')
+    default = spec[key]
+    if not eq:
+      if not isinstance(default, bool):
+        raise ValueError(f'config argument {key!r} needs a value ({key}=...); valid: {valid}')
+      out[key] = True
+    elif isinstance(default, bool):
+      if value.lower() not in ('true', 'false', '1', '0'):
+        raise ValueError(f'config argument {key}={value!r}: expected true or false')
+      out[key] = value.lower() in ('true', '1')
+    else:
+      try:
+        out[key] = type(default)(value)
+      except ValueError:
+        raise ValueError(f'config argument {key}={value!r}: expected a '
+                         f'{type(default).__name__}') from None
+  return out

@@ -6,13 +6,13 @@ python -m fgjax.evaluate --workdir=DIR [--config=configs/X.py] [--split=test] [-
 Without --config the run's own config (WORKDIR/config.json, written by fgjax.train) is used.
 Writes WORKDIR/metrics.json for the config's eval split (the same file training ends with), or
 WORKDIR/metrics_<split>.json for another split, and prints the metrics as JSON (the last line of
-stdout). Plots (process 0 only; see fgjax/plots.py) go to WORKDIR/plots/<split>/ ('query->gallery'
+stdout). Plots (process 0 only; see fgjax/evaluation/plots.py) go to WORKDIR/plots/<split>/ ('query->gallery'
 is written query_to_gallery):
 - 'classification' protocol: per_class_accuracy.png, confusion_matrix.png;
 - 'reid': cmc.png (rank 1..50, or the gallery size if smaller);
 - 'retrieval': retrieval_examples.png (--retrieval_queries queries, each with its top-8).
 --svm trains one-vs-all linear SVMs on the embeddings of the training split(s) and reports
-svm_top1 / svm_mean_per_class on the evaluated split (fgjax/svm.py; needs scikit-learn:
+svm_top1 / svm_mean_per_class on the evaluated split (fgjax/evaluation/svm.py; needs scikit-learn:
 pip install 'fgjax[svm]').
 
 Exit codes: 0 done; 2 a config, workdir, split or option problem (the message says what to do).
@@ -28,7 +28,10 @@ from absl import app, flags
 import jax
 import numpy as np
 
-from fgjax import checkpoint, cli, evaluation, experiment, metrics, plots, svm as svm_lib, trainer
+from fgjax import checkpoint, cli, experiment, metrics, trainer
+from fgjax.evaluation import protocols
+from fgjax.evaluation import plots
+from fgjax.evaluation import svm as svm_lib
 
 RETRIEVAL_TOP_K = 8
 
@@ -132,7 +135,7 @@ def check_svm(exp, train_splits=None, embedding=None, **options) -> dict:
   svm_lib.linear_svc()  # fails first, with the install line, if scikit-learn is missing
   svm_lib.OneVsAllSVM(exp.meta.num_classes, **options)  # option values
   embedding = embedding or exp.config.eval.embedding
-  evaluation.check_embedding(exp, embedding, '--svm_embedding')
+  protocols.check_embedding(exp, embedding, '--svm_embedding')
   train_splits = list(train_splits or [exp.config.dataset.train_split])
   for s in train_splits:
     exp.meta.check_split(s, '--svm_train_splits')
@@ -141,14 +144,14 @@ def check_svm(exp, train_splits=None, embedding=None, **options) -> dict:
 
 def svm_metrics(exp, state, split: str, gathered: dict, *, train_splits, embedding,
                 **opts) -> dict:
-  """One-vs-all linear SVMs (fgjax.svm) trained on `train_splits` and scored on `split`, on the
-  method output `embedding`; other options (C, loss, normalize, max_iter) go to fgjax.svm. The
+  """One-vs-all linear SVMs (fgjax.evaluation.svm) trained on `train_splits` and scored on `split`, on the
+  method output `embedding`; other options (C, loss, normalize, max_iter) go to fgjax.evaluation.svm. The
   options are those `check_svm` returned (validated, defaults filled in)."""
-  step = evaluation.make_eval_step(exp, outputs=(embedding,), batch_keys=('label',))
-  train = [evaluation.collect(exp, state, s, step, batch_keys=('label',)) for s in train_splits]
+  step = protocols.make_eval_step(exp, outputs=(embedding,), batch_keys=('label',))
+  train = [protocols.collect(exp, state, s, step, batch_keys=('label',)) for s in train_splits]
   test = gathered.get('eval', {})
   if embedding not in test:
-    test = evaluation.collect(exp, state, split, step, batch_keys=('label',))
+    test = protocols.collect(exp, state, split, step, batch_keys=('label',))
   return svm_lib.svm_metrics(np.concatenate([t[embedding] for t in train]),
                              np.concatenate([t['label'] for t in train]),
                              test[embedding], test['label'], exp.meta.num_classes,
@@ -168,7 +171,7 @@ def evaluate_latest(config, workdir: str, split: str | None = None, *, plots_on:
   exp, state, step = restore_run(config, workdir, mesh, log)
   if svm is not None:
     svm = check_svm(exp, **svm)  # before anything is computed
-  result, gathered = evaluation.evaluate_with_outputs(exp, state, split)
+  result, gathered = protocols.evaluate_with_outputs(exp, state, split)
   result['step'] = step
   if svm is not None:
     result.update(svm_metrics(exp, state, result['split'], gathered, **svm))

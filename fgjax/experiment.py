@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from fgjax import evaluation, methods, optim, sharding
+from fgjax import methods, optim, sharding
+from fgjax.evaluation import protocols
 from fgjax.data import augment, datasets
 
 
@@ -182,7 +183,7 @@ def setup(config: ml_collections.ConfigDict, mesh=None, log=print) -> Experiment
     raise ValueError(f'method {method.name!r} needs dataset fields {missing}, which dataset '
                      f'{meta.name!r} does not have (it has: {", ".join(meta.features)})')
 
-  evaluation.check_config(config, meta, method)
+  protocols.check_config(config, meta, method)
   model = method.build_model(config, meta)
   spe = optim.steps_per_epoch(meta.split_sizes[config.dataset.train_split],
                               config.train.global_batch_size)

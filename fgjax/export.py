@@ -27,7 +27,8 @@ from absl import app, flags
 import jax
 import numpy as np
 
-from fgjax import cli, evaluate, evaluation, writers
+from fgjax import cli, evaluate, writers
+from fgjax.evaluation import protocols
 
 
 def check_out(out: str, overwrite: bool) -> str:
@@ -48,11 +49,11 @@ def export_embeddings(workdir: str, split: str, embedding: str | None = None, *,
   exp, state, step = evaluate.restore_run(config, workdir, mesh, log)
   exp.meta.check_split(split, '--split')
   embedding = embedding or exp.config.eval.embedding
-  evaluation.check_embedding(exp, embedding, '--embedding')
+  protocols.check_embedding(exp, embedding, '--embedding')
   features = exp.meta.features
   keys = ('label',) + tuple(k for k in ('image_id', 'identity', 'camera') if k in features)
-  eval_step = evaluation.make_eval_step(exp, outputs=(embedding,), batch_keys=keys)
-  out = evaluation.collect(exp, state, split, eval_step, batch_keys=keys, progress=progress)
+  eval_step = protocols.make_eval_step(exp, outputs=(embedding,), batch_keys=keys)
+  out = protocols.collect(exp, state, split, eval_step, batch_keys=keys, progress=progress)
   index = out['index'].astype(np.int32)
   if not np.array_equal(index, np.arange(exp.meta.split_sizes[split])):
     raise RuntimeError(f'export of {split!r} did not see every example once, in order')

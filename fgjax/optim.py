@@ -61,17 +61,13 @@ def make_stages(config: ml_collections.ConfigDict, steps_per_epoch: int) -> list
   return stages
 
 
-def path_str(path) -> str:
-  return '/'.join(str(getattr(k, 'key', getattr(k, 'name', k))) for k in path)
-
-
 def param_labels(params, optim: ml_collections.ConfigDict):
   """Pytree of group labels: 'frozen' or 'lr_x<multiplier>'."""
   frozen = re.compile(optim.frozen) if optim.frozen else None
   mults = [(re.compile(p), float(m)) for p, m in optim.lr_multipliers.items()]
 
   def label(path, _):
-    name = path_str(path)
+    name = jax.tree_util.keystr(path, simple=True, separator='/')
     if frozen is not None and frozen.search(name):
       return FROZEN
     mult = next((m for p, m in mults if p.search(name)), 1.0)
@@ -115,7 +111,9 @@ def make_optimizer(stage: Stage, params, steps_per_epoch: int) -> optax.Gradient
   pattern = re.compile(optim.weight_decay_pattern)
 
   def decay_mask(tree):
-    return jax.tree_util.tree_map_with_path(lambda p, _: bool(pattern.search(path_str(p))), tree)
+    return jax.tree_util.tree_map_with_path(
+        lambda p, _: bool(pattern.search(jax.tree_util.keystr(p, simple=True, separator='/'))),
+        tree)
 
   labels = param_labels(params, optim)
   groups = {}

@@ -17,7 +17,7 @@ stderr: `SKIP path: reason` for every unreadable file (the run goes on), progres
 when stderr is a terminal or with --progress, and a summary line. With --overlays=OUT, a PNG per
 image OUT/<relative name with / replaced by __>.png (the relative name is the file's basename, or
 the folder's name and the path inside it) showing the method's `attention_panels`
-(fgjax/overlays.py, docs/predict.md). Exit status 2 with a message for a bad workdir, no
+(fgjax/visualisation/overlays.py, docs/predict.md). Exit status 2 with a message for a bad workdir, no
 checkpoint, a bad option, or no readable image at all.
 """
 
@@ -206,7 +206,7 @@ def run(predictor: Predictor, paths, *, topk: int | None = None, overlays_dir: s
 
 
 def _write_overlay(predictor, name, image, outputs, index, probs, overlays_dir, used, cell):
-  from fgjax import overlays  # pylint: disable=g-import-not-at-top
+  from fgjax.visualisation import overlays  # pylint: disable=g-import-not-at-top
   base = overlay_filename(name)
   stem, n = base[:-4], 2
   while base in used:

@@ -24,7 +24,8 @@ import optax
 
 from fgjax import checkpoint as ckpt_lib
 from fgjax import experiment as experiment_lib
-from fgjax import evaluation, optim, sharding, writers
+from fgjax import optim, sharding, writers
+from fgjax.evaluation import protocols
 from fgjax.data import pipeline
 
 
@@ -290,7 +291,7 @@ def _train_stage(run: _Run, stage: optim.Stage, state: TrainState, position: int
       log(line)
       run.writer.write(step, {**scalars, 'img_per_s': rate}, 'train')
     if cfg.eval_every_steps and step % cfg.eval_every_steps == 0 and step < exp.total_steps:
-      result = evaluation.evaluate(exp, state, eval_step=eval_step)
+      result = protocols.evaluate(exp, state, eval_step=eval_step)
       log(f'eval at step {step}: ' + json.dumps(result))
       run.writer.write(step, {k: v for k, v in result.items() if k != 'split'}, 'eval')
       progress.reset_clock(step)
@@ -361,7 +362,7 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
       start_position=position)
   progress = writers.Progress(exp.total_steps, cfg.global_batch_size, exp.steps_per_epoch,
                               int(state.step))
-  eval_step = evaluation.make_eval_step(exp)
+  eval_step = protocols.make_eval_step(exp)
   restore_sigterm = run.catch_sigterm()
   try:
     stopped = _train_stages(run, state, state_stage, position, batches, progress, eval_step,
@@ -374,7 +375,7 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
   step = int(state.step)
   run.save(state, exp.stages[-1], position)
   run.ckpts.wait()
-  result = {**evaluation.evaluate(exp, state, eval_step=eval_step), 'step': step}
+  result = {**protocols.evaluate(exp, state, eval_step=eval_step), 'step': step}
   run.writer.write(step, {k: v for k, v in result.items() if k not in ('split', 'step')}, 'eval')
   run.writer.close()
   if is_main:

@@ -7,7 +7,8 @@ import os
 
 import pytest
 
-from fgjax import evaluation, methods
+from fgjax import methods
+from fgjax.evaluation import protocols
 from fgjax.data import augment, datasets
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,7 +33,7 @@ def test_config_is_valid(path):
   cls = datasets.builder_class(config.dataset.name)
   if config.dataset.config is not None:
     assert config.dataset.config in datasets.builder_config_names(config.dataset.name)
-  assert config.eval.protocol in evaluation.PROTOCOL_KEYS
+  assert config.eval.protocol in protocols.PROTOCOL_KEYS
   h, w = augment.input_hw(config.dataset)
   assert h > 0 and w > 0 and cls is not None
   assert config.train.global_batch_size % 8 == 0  # divides over 1, 2, 4 or 8 devices

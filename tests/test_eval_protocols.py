@@ -3,7 +3,8 @@ class-disjoint retrieval splits, against the metric functions applied to collect
 
 import pytest
 
-from fgjax import evaluation, experiment, metrics, trainer
+from fgjax import experiment, metrics, trainer
+from fgjax.evaluation import protocols
 
 
 def _setup(make_config, mesh, **eval_fields):
@@ -16,10 +17,10 @@ def _setup(make_config, mesh, **eval_fields):
 
 def test_reid_protocol(make_config, one_device_mesh):
   exp, state = _setup(make_config, one_device_mesh, protocol='reid')
-  result = evaluation.evaluate(exp, state)
-  step = evaluation.make_eval_step(exp)
-  q = evaluation.collect(exp, state, 'query', step)
-  g = evaluation.collect(exp, state, 'gallery', step)
+  result = protocols.evaluate(exp, state)
+  step = protocols.make_eval_step(exp)
+  q = protocols.collect(exp, state, 'query', step)
+  g = protocols.collect(exp, state, 'gallery', step)
   assert len(q['identity']) == 16 and len(g['identity']) == 32
   assert set(q['identity']) == set(g['identity'])  # every query identity is in the gallery
   want = metrics.reid_metrics(q['features'], q['identity'], q['camera'], g['features'],
@@ -32,8 +33,8 @@ def test_reid_protocol(make_config, one_device_mesh):
 
 def test_retrieval_protocol(make_config, one_device_mesh):
   exp, state = _setup(make_config, one_device_mesh, protocol='retrieval')
-  result = evaluation.evaluate(exp, state, 'retrieval_test')
-  out = evaluation.collect(exp, state, 'retrieval_test', evaluation.make_eval_step(exp))
+  result = protocols.evaluate(exp, state, 'retrieval_test')
+  out = protocols.collect(exp, state, 'retrieval_test', protocols.make_eval_step(exp))
   assert 'logits' not in out  # only the embedding leaves the devices
   assert result == {'split': 'retrieval_test', **metrics.recall_at_k(out['features'],
                                                                      out['label']),

@@ -3,7 +3,8 @@
 import jax
 import numpy as np
 
-from fgjax import evaluation, experiment, trainer
+from fgjax import experiment, trainer
+from fgjax.evaluation import protocols
 from fgjax.data import pipeline
 
 
@@ -15,7 +16,7 @@ def test_flip_tta_averages_image_and_mirror(make_config, one_device_mesh):
   state = trainer.init_state(exp, exp.optimizer(exp.stages[0]))
   batch = next(pipeline.eval_batches(exp.source('test'), config.dataset, keys=('image', 'label'),
                                      global_batch=16, mesh=one_device_mesh))
-  got = jax.device_get(evaluation.make_eval_step(exp)(state, batch)['logits'])
+  got = jax.device_get(protocols.make_eval_step(exp)(state, batch)['logits'])
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
   plain = exp.model.apply(variables, batch['image'], train=False)['logits']
   mirror = exp.model.apply(variables, batch['image'][:, :, ::-1], train=False)['logits']

@@ -12,7 +12,9 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from fgjax import evaluate, evaluation, experiment, metrics, plots
+from fgjax import evaluate, experiment, metrics
+from fgjax.evaluation import protocols
+from fgjax.evaluation import plots
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -80,7 +82,7 @@ def test_reid_cmc_plot(trained_workdir, tmp_path, one_device_mesh):
   _png(os.path.join(wd, 'plots', 'query_to_gallery', 'cmc.png'), plots.SIZES['cmc'])
   # The plotted curve is the one the metrics come from: rank 1..min(50, gallery size = 32).
   exp, state, _ = evaluate.restore_run(config, wd, one_device_mesh)
-  _, gathered = evaluation.evaluate_with_outputs(exp, state)
+  _, gathered = protocols.evaluate_with_outputs(exp, state)
   cmc = evaluate.reid_cmc(exp, gathered['query'], gathered['gallery'])
   assert len(cmc) == 32 and np.all(np.diff(cmc) >= 0) and cmc[-1] == 1.0
   for k in (1, 5, 10):
@@ -97,7 +99,7 @@ def test_retrieval_examples_plot(trained_workdir, tmp_path, one_device_mesh):
              plots.retrieval_grid_size(4, evaluate.RETRIEVAL_TOP_K))
   # Frames: green for same-class neighbours, red for different-class ones, as many as there are.
   exp, state, _ = evaluate.restore_run(config, wd, one_device_mesh)
-  _, gathered = evaluation.evaluate_with_outputs(exp, state, 'retrieval_test')
+  _, gathered = protocols.evaluate_with_outputs(exp, state, 'retrieval_test')
   emb, labels = gathered['eval']['features'], gathered['eval']['label']
   queries, nbrs = evaluate.retrieval_neighbours(emb, 4, evaluate.RETRIEVAL_TOP_K)
   assert nbrs.shape == (4, 8)

@@ -1,4 +1,4 @@
-"""Overlay rendering (fgjax.overlays) and every registered method's attention panels.
+"""Overlay rendering (fgjax.visualisation.overlays) and every registered method's attention panels.
 
 Rendering: exact PNG sizes (fixed cell size, no tight bounding box), non-blank pixels, heatmap
 upsampling against a float64 NumPy bilinear oracle, boxes drawn where they are. Panels: built from
@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fgjax import experiment, methods, overlays, predict
+from fgjax import experiment, methods, predict
+from fgjax.visualisation import overlays, panels
 from fgjax.data import augment
 
 
@@ -62,10 +63,10 @@ def test_upsample_is_half_pixel_bilinear():
 
 
 def test_grid_shape_follows_the_input_aspect():
-  assert overlays.grid_shape(64, (64, 64)) == (8, 8)
-  assert overlays.grid_shape(128, (256, 128)) == (16, 8)
-  assert overlays.grid_shape(196, (448, 448)) == (14, 14)
-  assert overlays.grid_shape(7, (32, 32)) in ((1, 7), (7, 1))
+  assert panels.grid_shape(64, (64, 64)) == (8, 8)
+  assert panels.grid_shape(128, (256, 128)) == (16, 8)
+  assert panels.grid_shape(196, (448, 448)) == (14, 14)
+  assert panels.grid_shape(7, (32, 32)) in ((1, 7), (7, 1))
 
 
 def test_heatmap_and_box_change_the_pixels_where_expected():

@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fgjax import checkpoint, evaluation, images as images_lib, overlays, predict, trainer
+from fgjax import checkpoint, images as images_lib, predict, trainer
+from fgjax.evaluation import protocols
+from fgjax.visualisation import overlays
 from fgjax.data import datasets
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,12 +60,12 @@ def _softmax64(logits):
 
 
 def test_json_lines_match_the_evaluation_pipeline(predictor, workdir, tmp_path):
-  # Oracle: evaluation.collect (grain pipeline, eval preprocessing, eval step) on the same test
+  # Oracle: protocols.collect (grain pipeline, eval preprocessing, eval step) on the same test
   # examples; predict reads them back from PNG files and must give the same probabilities.
   exp = predictor.exp
   ckpts = checkpoint.Checkpoints(workdir)
   state, _ = trainer.restore(exp, ckpts, ckpts.latest_step())
-  gathered = evaluation.collect(exp, state, 'test', evaluation.make_eval_step(exp))
+  gathered = protocols.collect(exp, state, 'test', protocols.make_eval_step(exp))
   order = np.argsort(gathered['index'])
   expected = _softmax64(gathered['logits'][order][:3])
   paths = _write_pngs(_test_examples(predictor, 3), str(tmp_path / 'imgs'))

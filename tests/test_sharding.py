@@ -4,7 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fgjax import evaluation, experiment, sharding, trainer
+from fgjax import experiment, sharding, trainer
+from fgjax.evaluation import protocols
 from fgjax.data import pipeline
 
 
@@ -52,7 +53,7 @@ def test_evaluation_same_on_one_and_eight_devices(make_config):
   for devices in (jax.devices()[:1], jax.devices()):
     exp = experiment.setup(config, mesh=sharding.make_mesh(devices), log=lambda m: None)
     tx = exp.optimizer(exp.stages[0])
-    results.append(evaluation.evaluate(exp, trainer.init_state(exp, tx)))
+    results.append(protocols.evaluate(exp, trainer.init_state(exp, tx)))
   assert results[0]['num_examples'] == results[1]['num_examples'] == 48
   assert results[0]['top1'] == results[1]['top1']
   np.testing.assert_allclose(results[0]['loss'], results[1]['loss'], rtol=1e-5)

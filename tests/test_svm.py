@@ -1,4 +1,4 @@
-"""--svm: one-vs-all linear SVMs on embeddings (fgjax.svm, fgjax.evaluate.svm_metrics).
+"""--svm: one-vs-all linear SVMs on embeddings (fgjax.evaluation.svm, fgjax.evaluate.svm_metrics).
 
 Checks that do not rely on scikit-learn: on trivially separable features the SVMs classify the
 test set exactly as a nearest-class-mean rule computed here (accuracy 1.0); the decision values
@@ -13,7 +13,8 @@ import sys
 import numpy as np
 import pytest
 
-from fgjax import evaluate, svm
+from fgjax import evaluate
+from fgjax.evaluation import svm
 
 
 def _separable(rng, n_per_class, num_classes=5, dim=16, noise=0.05):

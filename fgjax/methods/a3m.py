@@ -27,6 +27,7 @@ from fgjax.data import augment
 from fgjax.methods import (Method, backbone_kwargs, check_backbone_layer, check_pretrained,
                            compute_dtype, register)
 from fgjax.models import backbones as backbones_lib
+from fgjax.visualisation import panels
 
 VARIANT_DEFAULTS = {
     'paper': {'alpha': 0.5, 'beta': 0.5, 'dropout_rate': 0.0, 'bn_epsilon': 1e-3,
@@ -201,19 +202,18 @@ def attention_panels(outputs, index, config, options):
   branch's 1x1 conv output after [BN and] ReLU) is captured by predict (`capture`). The locations
   (flattened in the model) are laid out on the grid whose aspect is the input's."""
   del options
-  from fgjax import overlays  # pylint: disable=g-import-not-at-top
   from fgjax.models.a3m import split_attribute_logits  # pylint: disable=g-import-not-at-top
   m = resolved_model_config(config)
   if m['ablation'] == 'baseline1':
-    return [overlays.Panel(title='a3m ablation baseline1', note='no attribute branches:\n'
+    return [panels.Panel(title='a3m ablation baseline1', note='no attribute branches:\n'
                            'no attention maps in this model')]
   hw = augment.input_hw(config.dataset)
   region = np.asarray(outputs['region_attention'][index], np.float64)
-  grid = overlays.grid_shape(region.shape[0], hw)
+  grid = panels.grid_shape(region.shape[0], hw)
   uniform = m['ablation'] in ('baseline2', 'att2')
   official = m['variant'] == 'official_code'
   how = ('sigmoid(BN(mean_k V a_k))' if official else f'{m["region_pool"]} over k of m_k')
-  panels = [overlays.Panel(
+  out = [panels.Panel(
       title=(f'ablation {m["ablation"]}: uniform region weights' if uniform else
              f'attribute-guided attention m\n({how}, eq. 5)'),
       heatmap=region.reshape(grid), colorbar_label='m')]
@@ -228,11 +228,11 @@ def attention_panels(outputs, index, config, options):
   for k in range(a.shape[0]):
     mk = scores[:, k] if official else 1 / (1 + np.exp(-scores[:, k]))
     unused = ' (unused: uniform ablation)' if uniform else ''
-    panels.append(overlays.Panel(
+    out.append(panels.Panel(
         title=f'attribute {k}: {"V a_k" if official else "m_k = sigmoid(V a_k)"}{unused}\n'
               f's_k = {s[k]:.2f}, predicted value {int(np.argmax(groups[k]))}',
         heatmap=mk.reshape(grid), colorbar_label='V a_k' if official else 'm_k'))
-  return panels
+  return out
 
 
 register(Method(

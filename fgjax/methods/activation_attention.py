@@ -45,6 +45,7 @@ from fgjax.methods import (Method, backbone_kwargs, check_backbone_layer, check_
                            compute_dtype, register)
 from fgjax.models import activation_attention as model_lib
 from fgjax.models import backbones as backbones_lib
+from fgjax.visualisation import panels
 
 LOSSES = model_lib.HEADS  # 'both' | 'local' | 'object'
 
@@ -273,21 +274,20 @@ def attention_panels(outputs, index, config, options):
   dashed), the Otsu mask M_b as a white outline and the box of M_b (green, `boxes[:, s]`, composed
   into the frame of the original input, the frame drawn here)."""
   del config, options
-  from fgjax import overlays  # pylint: disable=g-import-not-at-top
   att = np.asarray(outputs['attention'][index], np.float64)  # (S, h, w), each in its own frame
   mask = np.asarray(outputs['mask'][index])
   boxes = np.asarray(outputs['boxes'][index], np.float64)  # (S, 4) normalised, original frame
   probs = np.asarray(outputs['scale_probs'][index], np.float64)
-  panels = []
+  out = []
   for s in range(att.shape[0]):
     frame = (0.0, 0.0, 1.0, 1.0) if s == 0 else tuple(float(x) for x in boxes[s - 1])
     area = (boxes[s, 2] - boxes[s, 0]) * (boxes[s, 3] - boxes[s, 1])
-    panels.append(overlays.Panel(
+    out.append(panels.Panel(
         title=f'scale {s + 1}: attention M, Otsu mask, box\n(box area {area:.2f}, scale top-1 '
               f'p={probs[s].max():.2f})',
         heatmap=att[s], extent=frame, contour=mask[s], boxes=boxes[s:s + 1],
         colorbar_label='M'))
-  return panels
+  return out
 
 
 register(Method(

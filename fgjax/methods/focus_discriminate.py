@@ -34,6 +34,7 @@ from fgjax.data import augment
 from fgjax.methods import (Method, backbone_kwargs, check_backbone_layer, check_pretrained,
                            compute_dtype, register)
 from fgjax.models import backbones as backbones_lib
+from fgjax.visualisation import panels
 
 ATTENTIONS = ('max_cam', 'single_cam')
 ANCHOR_SCORES = ('mean_full', 'mean_inside')
@@ -239,16 +240,15 @@ def attention_panels(outputs, index, config, options):
   (l = num_hybrid, the ones the hybrid classifier sees) in NMS order, coloured by rank. `boxes` are
   pixel edges in the model input (unpadded frame; anchors may extend past the image)."""
   del options
-  from fgjax import overlays  # pylint: disable=g-import-not-at-top
   m = config.model
   hw, _, _, _ = geometry(config)
   att = np.asarray(outputs['attention'][index], np.float64)
   top = int(m.num_hybrid)
-  boxes = overlays.normalised_boxes(np.asarray(outputs['boxes'][index])[:top], hw)
+  boxes = panels.normalised_boxes(np.asarray(outputs['boxes'][index])[:top], hw)
   cam = 'max over class CAMs' if m.attention == 'max_cam' else 'CAM of the predicted class'
-  return [overlays.Panel(title=f'attention M ({cam},\nGaussian sigma {m.sigma})', heatmap=att,
+  return [panels.Panel(title=f'attention M ({cam},\nGaussian sigma {m.sigma})', heatmap=att,
                          colorbar_label='M'),
-          overlays.Panel(title=f'top-{top} regions (NMS order)', heatmap=att, alpha=0.25,
+          panels.Panel(title=f'top-{top} regions (NMS order)', heatmap=att, alpha=0.25,
                          boxes=boxes, ranked=True)]
 
 

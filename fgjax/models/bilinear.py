@@ -17,19 +17,62 @@ from __future__ import annotations
 
 from typing import Any
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fgjax.models import backbones as backbones_lib
 from fgjax.ops import bilinear as bops
 
 SPP_LEVELS = (1, 2)
 
 
+class TwoStreamFields(nn.Module, kw_only=True):
+  """The stream fields of the two-stream models (BCNN, BilinearLSTM), declared once.
+
+  Attributes:
+    backbone_a: stream A ("D" in [D,M]): a registered backbone name (`fgjax.models.backbones`), or
+      a module instance (tests), bound under the name `backbone_a`.
+    layer_a: key of backbone_a's feature dict used by stream A.
+    backbone_a_kwargs: constructor arguments of backbone_a (e.g. widths).
+    backbone_a_pretrained: weight directory from `python -m fgjax.pretrained convert` for stream A
+      (its input preprocessing comes with it; the trainer loads the weights, `Method.pretrained`).
+    backbone_b, layer_b, backbone_b_kwargs, backbone_b_pretrained: stream B; backbone_b '' (or
+      None) = one shared backbone, layer_b '' (or None) = layer_a.
+    allow_random_init: ImageNet backbones without weights are a config error unless True.
+    proj_dim_a, proj_dim_b: optional 1x1 conv + ReLU (`proj_a`, `proj_b`) before pooling; 0 (or
+      None) = none. Motive: memory. The bilinear vector has Ca*Cb entries (512*512 = 262k for VGG),
+      so the classifier holds Ca*Cb*num_classes weights (52M, 210 MB float32 for 200 classes, plus
+      as much again per optimizer slot); projecting to e.g. 128 channels divides that by 16.
+  """
+  backbone_a: Any = 'small_cnn'
+  layer_a: str = 'conv4'
+  backbone_a_kwargs: Any = flax.core.FrozenDict()
+  backbone_a_pretrained: str = ''
+  backbone_b: Any = ''
+  layer_b: str | None = ''
+  backbone_b_kwargs: Any = flax.core.FrozenDict()
+  backbone_b_pretrained: str = ''
+  allow_random_init: bool = False
+  proj_dim_a: int | None = 0
+  proj_dim_b: int | None = 0
+
+
 def is_symmetric(module) -> bool:
   """One shared backbone, one layer and no second projection: the [D,D] case (b is a)."""
-  return (module.backbone_b is None and module.layer_b in (None, module.layer_a)
-          and module.proj_dim_b is None)
+  return (not module.backbone_b and module.layer_b in (None, '', module.layer_a)
+          and not module.proj_dim_b)
+
+
+def _stream(module, which: str) -> nn.Module:
+  """Backbone `which` ('a' | 'b') of a two-stream module, bound as `backbone_<which>`."""
+  spec = getattr(module, f'backbone_{which}')
+  if isinstance(spec, nn.Module):  # a module field: already bound under the field's name
+    return spec
+  return backbones_lib.build(spec, kwargs=getattr(module, f'backbone_{which}_kwargs'),
+                             pretrained=getattr(module, f'backbone_{which}_pretrained'),
+                             dtype=module.dtype, name=f'backbone_{which}')
 
 
 def _layer(feats: dict, layer: str, which: str) -> jax.Array:
@@ -39,7 +82,7 @@ def _layer(feats: dict, layer: str, which: str) -> jax.Array:
 
 
 def _project(module, x: jax.Array, dim: int | None, name: str) -> jax.Array:
-  if dim is None:
+  if not dim:
     return x
   return nn.relu(nn.Conv(dim, (1, 1), dtype=module.dtype, name=name)(x))
 
@@ -47,18 +90,18 @@ def _project(module, x: jax.Array, dim: int | None, name: str) -> jax.Array:
 def two_stream_maps(module, images: jax.Array, train: bool):
   """The two feature maps of a two-stream model, called from its compact `__call__`.
 
-  `module` has the fields backbone_a, layer_a, backbone_b, layer_b, proj_dim_a, proj_dim_b, dtype
-  (BCNN, BilinearLSTM); submodules `backbone_a`, `backbone_b`, `proj_a`, `proj_b` are bound to it.
+  `module` has the `TwoStreamFields` and a dtype (BCNN, BilinearLSTM); submodules `backbone_a`,
+  `backbone_b`, `proj_a`, `proj_b` are bound to it here.
   Returns (a, b): b is None in the symmetric case (`is_symmetric`, where `a` is projected once);
   otherwise both maps, cropped to their common grid (dropping trailing rows/columns), projected.
   """
-  feats_a = module.backbone_a(images, train=train)['features']
+  feats_a = _stream(module, 'a')(images, train=train)['features']
   a = _layer(feats_a, module.layer_a, 'backbone_a')
   if is_symmetric(module):
     return _project(module, a, module.proj_dim_a, 'proj_a'), None
-  layer_b = module.layer_a if module.layer_b is None else module.layer_b
-  shared = module.backbone_b is None
-  feats_b = feats_a if shared else module.backbone_b(images, train=train)['features']
+  layer_b = module.layer_b or module.layer_a
+  shared = not module.backbone_b
+  feats_b = feats_a if shared else _stream(module, 'b')(images, train=train)['features']
   b = _layer(feats_b, layer_b, 'backbone_a' if shared else 'backbone_b')
   if a.shape[1:3] != b.shape[1:3]:
     a, b = bops.crop_to_common(a, b)
@@ -66,60 +109,49 @@ def two_stream_maps(module, images: jax.Array, train: bool):
   return _project(module, a, module.proj_dim_a, 'proj_a'), b
 
 
-class BCNN(nn.Module):
+class BCNN(TwoStreamFields, kw_only=True):
   """B-CNN: backbone map(s) -> [projection] -> bilinear pool -> signed sqrt -> l2 -> linear.
 
-  Streams: with `backbone_b=None` one shared backbone feeds both sides; if moreover `layer_b` is
-  None or equal to `layer_a` and `proj_dim_b` is None, the head is the symmetric [D,D] B-CNN (the
-  same map used twice, `proj_a` applied once). Otherwise the two maps (from two backbones, or two
-  layers / projections of one) are cropped to their common grid (e.g. 28x28 vs 27x27 -> 27x27,
-  dropping trailing rows/columns) and pooled asymmetrically, giving Ca*Cb features with stream a
-  on the rows (`z[n, Cb*i + j]`).
+  Streams (`TwoStreamFields`): with no `backbone_b` one shared backbone feeds both sides; if
+  moreover `layer_b` is empty or equal to `layer_a` and there is no `proj_dim_b`, the head is the
+  symmetric [D,D] B-CNN (the same map used twice, `proj_a` applied once). Otherwise the two maps
+  (from two backbones, or two layers / projections of one) are cropped to their common grid (e.g.
+  28x28 vs 27x27 -> 27x27, dropping trailing rows/columns) and pooled asymmetrically, giving
+  Ca*Cb features with stream a on the rows (`z[n, Cb*i + j]`).
 
-  Attributes:
+  Attributes (besides the stream fields):
     num_classes: classifier outputs.
-    backbone_a: backbone module (see `fgjax.models.backbones`), bound under the name `backbone_a`.
-    layer_a: key of backbone_a's feature dict used by stream a.
-    backbone_b: second backbone (`backbone_b`), or None for one shared stream.
-    layer_b: key for stream b (default: `layer_a`), read from backbone_b, or backbone_a if shared.
-    proj_dim_a, proj_dim_b: optional 1x1 conv + ReLU (`proj_a`, `proj_b`) before pooling. Motive:
-      memory. The bilinear vector has Ca*Cb entries (512*512 = 262k for VGG), so the classifier
-      holds Ca*Cb*num_classes weights (52M, 210 MB float32 for 200 classes, plus as much again per
-      optimizer slot); projecting to e.g. 128 channels divides that by 16.
     spp: pyramid pooling with levels (1, 2) (1x1 + 2x2, concatenated level 1 first), 5*Ca*Cb
-      features. The concatenation is normalised as one vector (elementwise signed sqrt, one l2 over
-      all five cells); the seed paper does not say otherwise and has no public code for it.
+      features (method bcnn_spp). The concatenation is normalised as one vector (elementwise signed
+      sqrt, one l2 over all five cells); the seed paper does not say otherwise and has no public
+      code for it.
     sqrt_variant: 'sign' (sign(x)*sqrt(|x|+eps)), 'cvl_umass' or 'haomood'; see `ops.signed_sqrt`.
     sqrt_eps: eps inside the square root; both public PyTorch codes use 1e-5.
     l2_eps: floor of the l2 norm (torch `F.normalize` default, 1e-12).
     dropout_rate: dropout on the normalised feature before the classifier (needs a 'dropout' rng
       when training with rate > 0).
-    dtype: compute dtype of the projections (backbones carry their own `dtype`). Pooling (float32
-      accumulation), sqrt, l2 and the classifier always run in float32.
+    label_smoothing: of the cross-entropy (read by the loss, `fgjax.losses.classification`).
+    dtype: compute dtype of the backbones and projections. Pooling (float32 accumulation), sqrt,
+      l2 and the classifier always run in float32.
     precision: einsum precision of the pooling; 'highest' on GPU/TPU for float32 parity.
 
   Returns from `__call__(images, train=False)`: `{'logits': (N, num_classes) float32,
   'features': (N, D) float32 normalised bilinear vector (before dropout)}`.
   """
   num_classes: int
-  backbone_a: nn.Module
-  layer_a: str
-  backbone_b: nn.Module | None = None
-  layer_b: str | None = None
-  proj_dim_a: int | None = None
-  proj_dim_b: int | None = None
   spp: bool = False
   sqrt_variant: str = 'sign'
   sqrt_eps: float = 1e-5
   l2_eps: float = 1e-12
   dropout_rate: float = 0.0
+  label_smoothing: float = 0.0
   dtype: Any = jnp.float32
   precision: Any = None
 
   def __post_init__(self):
     if self.sqrt_variant not in bops.SQRT_VARIANTS:
-      raise ValueError(f'unknown sqrt_variant {self.sqrt_variant!r}; valid variants: '
-                       f'{", ".join(bops.SQRT_VARIANTS)}')
+      raise ValueError(f'config.model.sqrt_variant must be one of '
+                       f'{", ".join(bops.SQRT_VARIANTS)}, got {self.sqrt_variant!r}')
     super().__post_init__()
 
   @property

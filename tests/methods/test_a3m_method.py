@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fgjax import evaluation, experiment, methods, trainer
+from fgjax import experiment, methods, trainer
+from fgjax.evaluation import protocols
 from fgjax.methods import a3m as a3m_method
 
 METHOD = methods.get('a3m')
@@ -118,7 +119,7 @@ def test_classification_protocol_reports_attribute_accuracy(make_config, one_dev
   config = make_config('a3m', embed_dim=16)
   exp = experiment.setup(config, mesh=one_device_mesh, log=lambda m: None)
   state = trainer.init_state(exp, exp.optimizer(exp.stages[0]))
-  result = evaluation.evaluate(exp, state)
+  result = protocols.evaluate(exp, state)
   for k in range(3):
     assert 0 <= result[f'attribute_accuracy/{k}'] <= 1
   assert 'attribute_accuracy_mean' in result and result['num_examples'] > 0

@@ -8,7 +8,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from fgjax import evaluation, experiment, optim, trainer
+from fgjax import experiment, optim, trainer
+from fgjax.evaluation import protocols
 from fgjax.data import pipeline
 from fgjax.methods import activation_attention as aa
 
@@ -213,7 +214,7 @@ def test_stage_s_trains_only_scale_s_then_evaluates(make_config, one_device_mesh
         assert not all(same), (stage.name, s)
       else:
         assert all(same), (stage.name, s)
-  result = evaluation.evaluate(exp, state)
+  result = protocols.evaluate(exp, state)
   for key in ('top1', 'acc_loc_scale1', 'acc_obj_scale2', 'acc_avg_ms', 'attention_iou_scale1',
               'attention_iou_scale2', 'box_area_scale1'):
     assert key in result and np.isfinite(result[key]), key

@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fgjax import evaluation, experiment, methods, trainer
+from fgjax import experiment, methods, trainer
+from fgjax.evaluation import protocols
 
 METHOD = methods.get('focus_discriminate')
 
@@ -81,8 +82,8 @@ def test_end_to_end_eval_reports_region_metrics(make_config, one_device_mesh):
   config = make_config('focus_discriminate')
   exp = experiment.setup(config, mesh=one_device_mesh, log=lambda m: None)
   state = trainer.init_state(exp, exp.optimizer(exp.stages[0]))
-  result = evaluation.evaluate(exp, state)
-  out = evaluation.collect(exp, state, 'test', evaluation.make_eval_step(exp))
+  result = protocols.evaluate(exp, state)
+  out = protocols.collect(exp, state, 'test', protocols.make_eval_step(exp))
   assert out['boxes'].shape == (48, 6, 4) and out['bbox'].shape == (48, 4)
   # Recompute "on object" from the gathered arrays.
   top1 = np.clip(out['boxes'][:, 0], 0, 32)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 
+from fgjax.models.backbones.preprocessing import Preprocessing
 from fgjax.models.backbones.resnet import ResNet50
 from fgjax.models.backbones.small import SmallCNN
 from fgjax.models.backbones.vgg import VGG16, VGG19, VGGM
@@ -50,3 +51,22 @@ def get_backbone(name: str, **kwargs) -> nn.Module:
 
 
 get = get_backbone  # the public name: fgjax.models.backbones.get(arch, **kw)
+
+
+def build(spec: str | nn.Module, *, kwargs=None, pretrained: str = '', dtype=None,
+          name: str | None = None) -> nn.Module:
+  """The backbone a model field names: `spec` is a registered name (built with `kwargs`, the
+  compute `dtype` and, when `pretrained` is a weight directory written by `python -m
+  fgjax.pretrained convert`, that directory's input preprocessing), or a module instance used as
+  given (tests and benchmarks inject stubs). `name` binds it under that scope (e.g. 'backbone_a',
+  the prefix its weights and lr multipliers use)."""
+  if isinstance(spec, nn.Module):
+    return spec.clone(name=name) if name else spec
+  kw = dict(kwargs or {})
+  if dtype is not None:
+    kw['dtype'] = dtype
+  if pretrained:
+    kw['preprocessing'] = Preprocessing.load(pretrained)
+  if name:
+    kw['name'] = name
+  return get_backbone(spec, **kw)

@@ -14,7 +14,6 @@ from collections.abc import Callable, Mapping
 import jax
 import numpy as np
 
-from fgjax.optim import path_str
 
 
 class ConversionError(ValueError):
@@ -53,7 +52,7 @@ class SourceTensors:
 
 
 def _flat(tree) -> dict[str, tuple[int, ...]]:
-  return {path_str(p): tuple(leaf.shape)
+  return {jax.tree_util.keystr(p, simple=True, separator='/'): tuple(leaf.shape)
           for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 

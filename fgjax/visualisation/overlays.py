@@ -1,7 +1,7 @@
 """Attention overlays: render what a method attends to over the image the model saw (PNG).
 
 A method describes its maps as a list of `Panel`s (its `Method.attention_panels` hook, see
-fgjax/methods/__init__.py); `render` draws the model input (after evaluation preprocessing) and
+fgjax/methods/common.py); `render` draws the model input (after evaluation preprocessing) and
 one axes per panel in a grid of at most `MAX_COLUMNS` columns, each cell `CELL_PX` pixels, so a
 figure with P panels is exactly `figure_size_px(P)` pixels (no tight bounding box).
 
@@ -19,7 +19,6 @@ figure state, safe in threads and in tests.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
 
@@ -29,42 +28,13 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from PIL import Image
 
+from fgjax.visualisation.panels import Panel
+
 MAX_COLUMNS = 5
 CELL_PX = (300, 260)  # (height, width) in pixels of one panel cell, title and colour bar included
 DPI = 100
 RANK_COLOURS = ('#e41a1c', '#ff7f00', '#ffff33', '#4daf4a', '#377eb8', '#984ea3', '#a65628',
                 '#f781bf')  # rank 1 = red, 2 = orange, 3 = yellow, 4 = green, ...
-
-
-@dataclasses.dataclass
-class Panel:
-  """One map drawn over the model input (all coordinates normalised, see the module docstring).
-
-  title: what the map is (say "not attention" where it is not).
-  heatmap: (h, w) float map on its own grid, or None (boxes / note only).
-  extent: (y0, x0, y1, x1) rectangle of the input the heatmap covers.
-  contour: (h', w') binary mask on the heatmap's extent, drawn as a white outline (e.g. Otsu M_b).
-  boxes: (n, 4) boxes; `ranked` colours them by rank (row 0 = rank 1) with a legend, otherwise
-    they are drawn in `box_colour` with optional `box_labels`.
-  marker: (y, x) point marked with a cross (e.g. the chosen LSTM cell).
-  vmin, vmax: colour range (default: the map's min and max); cmap; colorbar_label.
-  note: text written in the panel (e.g. why a map is missing).
-  """
-  title: str
-  heatmap: np.ndarray | None = None
-  extent: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)
-  contour: np.ndarray | None = None
-  boxes: np.ndarray | None = None
-  box_labels: Sequence[str] | None = None
-  ranked: bool = False
-  box_colour: str = '#00ff00'
-  marker: tuple[float, float] | None = None
-  vmin: float | None = None
-  vmax: float | None = None
-  cmap: str = 'jet'
-  alpha: float = 0.5
-  colorbar_label: str = ''
-  note: str = ''
 
 
 def grid_layout(num_panels: int) -> tuple[int, int]:
@@ -88,21 +58,6 @@ def upsample(heatmap: np.ndarray, height: int, width: int) -> np.ndarray:
   if m.shape == (height, width):
     return m
   return np.asarray(Image.fromarray(m, mode='F').resize((width, height), Image.BILINEAR))
-
-
-def grid_shape(num_cells: int, image_hw: tuple[int, int]) -> tuple[int, int]:
-  """(h, w) with h * w = num_cells whose aspect ratio is closest to the image's (for maps that a
-  model returns flattened over locations, e.g. a3m's region attention)."""
-  aspect = image_hw[0] / image_hw[1]
-  best = min((abs(math.log((h / (num_cells // h)) / aspect)), h)
-             for h in range(1, num_cells + 1) if num_cells % h == 0)[1]
-  return best, num_cells // best
-
-
-def normalised_boxes(boxes_px: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
-  """Pixel-edge boxes (y0, x0, y1, x1) in an image of image_hw -> normalised boxes."""
-  h, w = image_hw
-  return np.asarray(boxes_px, np.float64) / np.asarray([h, w, h, w], np.float64)
 
 
 def _pixels(extent, hw):

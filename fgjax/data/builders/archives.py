@@ -1,6 +1,6 @@
 """Finding a dataset's official files for a builder: manual dir, packed archive, download.
 
-Shared by the cub2011 / cars196 / fgvc_aircraft builders. ``find`` looks, in order, for
+Shared by the builders. ``find`` (cub2011 / cars196 / fgvc_aircraft) looks, in order, for
 
 1. the extracted files in ``dl_manager.manual_dir`` (a marker file such as
    ``CUB_200_2011/images.txt``),
@@ -10,7 +10,8 @@ Shared by the cub2011 / cars196 / fgvc_aircraft builders. ``find`` looks, in ord
    the same extraction),
 
 and returns None when none of them exists, so the builder can list every missing file with
-``common.require``.
+``common.require`` (``find_required`` raises that error, naming the archive). The re-id builders
+look in ``manual_dirs`` themselves and ``fetch`` a missing public file.
 
 Choice: before downloading, a 10 s TCP connection check on the URL's host skips unreachable
 URLs: offline, tfds' ``requests`` session otherwise retries with back-off for about 3.5 minutes
@@ -42,6 +43,13 @@ def expected_manual_dir(dl_manager) -> str:
   return os.fspath(configured or os.path.join(os.fspath(dl_manager.download_dir), 'manual'))
 
 
+def manual_dirs(dl_manager) -> tuple[str | None, str]:
+  """(the manual dir or None, as `manual_dir`; the folder where files are expected: the manual dir,
+  or `expected_manual_dir` without one)."""
+  manual = manual_dir(dl_manager)
+  return manual, manual or expected_manual_dir(dl_manager)
+
+
 def find(dl_manager, dataset: str, markers: Sequence[str], archives: Sequence[str] = (),
          urls: Sequence[str] = ()) -> tuple[str, str] | None:
   """(root, marker) for the first of `markers` (relative paths) found, or None (see module doc).
@@ -68,13 +76,34 @@ def find(dl_manager, dataset: str, markers: Sequence[str], archives: Sequence[st
   return None
 
 
-def download(dl_manager, url: str, dataset: str) -> str | None:
-  """Download and extract `url`; None when unreachable, failed or not a tar archive."""
-  if not reachable(url):
+def find_required(dl_manager, dataset: str, markers: Sequence[str], archives: Sequence[str],
+                  urls: Sequence[str], what: str) -> tuple[str, str]:
+  """`find`, or `common.MissingFiles` naming `archives[0]` in the expected manual dir, with `what`
+  (what it is and where to get it), when nothing is found."""
+  found = find(dl_manager, dataset, markers, archives, urls)
+  if found is None:
+    where = expected_manual_dir(dl_manager)
+    common.require(where, [common.Required(archives[0], what)], dataset)
+    raise common.MissingFiles(f'{dataset}: nothing usable in {where}')
+  return found
+
+
+def fetch(dl_manager, url: str | None) -> str | None:
+  """The downloaded file of `url`; None when `url` is empty, unreachable or the download fails
+  (the caller then reports the missing file)."""
+  if not url or not reachable(url):
     return None
   try:
-    path = os.fspath(dl_manager.download(url))
-    return common.extract(dl_manager, path, dataset) if tarfile.is_tarfile(path) else None
+    return os.fspath(dl_manager.download(url))
+  except Exception:  # pylint: disable=broad-except
+    return None
+
+
+def download(dl_manager, url: str, dataset: str) -> str | None:
+  """Download and extract `url`; None when unreachable, failed or not a tar archive."""
+  path = fetch(dl_manager, url)
+  try:
+    return common.extract(dl_manager, path, dataset) if path and tarfile.is_tarfile(path) else None
   except Exception:  # pylint: disable=broad-except  # the caller reports the missing files
     return None
 
@@ -87,13 +116,6 @@ def reachable(url: str, timeout: float = 10.0) -> bool:
     return True
   except (OSError, TypeError):
     return False
-
-
-def dedupe_bad_files(reader: common.ImageReader) -> None:
-  """An image read for two splits (e.g. train and retrieval_train) is listed once."""
-  for entries in (reader.converted, reader.skipped):
-    seen = set()
-    entries[:] = [e for e in entries if not (e['file'] in seen or seen.add(e['file']))]
 
 
 def require_listed(root: str, relpaths: Sequence[str], what: str, dataset: str,

@@ -64,18 +64,11 @@ class Cars196(common.BuilderBase, skip_registration=True):
   """
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-        builder=self,
+    return self.dataset_info(  # label names come from devkit/cars_meta.mat
+        common.image_features(bbox=common.bbox_feature(), image_id=np.int64),
         description='Stanford Cars (Cars196): 16,185 images of 196 car models, one box each.',
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Image(shape=(None, None, 3), encoding_format='jpeg'),
-            'label': tfds.features.ClassLabel(),  # names come from devkit/cars_meta.mat
-            'bbox': tfds.features.Tensor(shape=(4,), dtype=np.float32),
-            'image_id': np.int64,
-        }),
-        supervised_keys=('image', 'label'),
         homepage=PAGE,
-        metadata=tfds.core.MetadataDict(
+        metadata=dict(
             bbox_format='(ymin, xmin, ymax, xmax) in [0, 1]; source x1 y1 x2 y2 read as 1-based '
                         'inclusive pixels',
             image_id=f'file number (cars_train) or {TEST_ID_OFFSET} + file number (cars_test)',
@@ -106,16 +99,7 @@ class Cars196(common.BuilderBase, skip_registration=True):
     return {s: self._generate_examples(records[s]) for s in _SPLITS}
 
   def _generate_examples(self, records):
-    for r in records:
-      data, size = self.images.read_sized(r['path'])
-      if data is not None:
-        h, w = size
-        x1, y1, x2, y2 = r['box']
-        bbox = np.clip([(y1 - 1) / h, (x1 - 1) / w, y2 / h, x2 / w], 0.0, 1.0)
-        yield r['key'], {'image': data, 'label': r['label'], 'bbox': bbox.astype(np.float32),
-                         'image_id': np.int64(r['image_id'])}
-    archives.dedupe_bad_files(self.images)
-    self.record_bad_files()
+    return self.examples(records, _example, once=True)
 
   def _locate(self, dl_manager) -> tuple[str, str, str, str]:
     """Folders of the train / test images and of the devkit, and the test annotation file."""
@@ -152,6 +136,12 @@ class Cars196(common.BuilderBase, skip_registration=True):
       paths[k] = inner if os.path.isdir(inner) else paths[k]
     return (paths['cars_train.tgz'], paths['cars_test.tgz'], paths['car_devkit.tgz'],
             paths['cars_test_annos_withlabels.mat'])
+
+
+def _example(r: dict, data: bytes, size: tuple[int, int]):
+  return r['key'], {'image': data, 'label': r['label'],
+                    'bbox': common.box_from_corners(*r['box'], *size),
+                    'image_id': np.int64(r['image_id'])}
 
 
 def _annotations(path: str, image_dir: str, split: str, id_offset: int,

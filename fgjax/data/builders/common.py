@@ -6,6 +6,11 @@ must be put and where to get it. `ImageReader.read(path)` returns encoded image 
 skipping unreadable ones (corrupt, truncated, zero-byte, 1-pixel); every conversion and skip is
 counted and listed by `ImageReader.report()`, which builders store in `info.metadata['bad_files']`.
 
+Features: every builder's examples hold `image` and `label` (`image_features`); the person re-id
+builders add `identity` and `camera` (`reid_features`); boxes are (ymin, xmin, ymax, xmax) float32
+in [0, 1] (`bbox_feature`, normalised by `box_from_corners` / `box_from_xywh`), and
+`BuilderBase.examples` is the loop that reads each record's image and yields its example.
+
 Builders also override `code_path` (see `BuilderBase`): tfds 4.9.10 resolves a builder's code path
 through `importlib_resources`, which it only installs on Python < 3.9 (tensorflow/datasets#11212).
 """
@@ -18,7 +23,7 @@ import os
 import shutil
 import tarfile
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -30,6 +35,52 @@ MIN_SIDE = 2  # images with a side below this are skipped (a 1-pixel image carri
 
 class MissingFiles(FileNotFoundError):
   pass
+
+
+def image_features(label: tfds.features.ClassLabel | None = None,
+                   **more) -> tfds.features.FeaturesDict:
+  """`image` (RGB JPEG of any size), `label` (default: a ClassLabel whose names the builder sets
+  from the dataset's files), then the features `more`."""
+  return tfds.features.FeaturesDict({
+      'image': tfds.features.Image(shape=(None, None, 3), encoding_format='jpeg'),
+      'label': tfds.features.ClassLabel() if label is None else label,
+      **more})
+
+
+def reid_features(num_classes: int, *scalars: str, **more) -> tfds.features.FeaturesDict:
+  """A person re-id dataset's features: `image`; `label` = the index of the identity in its split's
+  label space (`num_classes` labels); int64 `identity` and `camera`; the int64 scalars named in
+  `scalars`; then the features `more`."""
+  return image_features(tfds.features.ClassLabel(num_classes=num_classes),
+                        **{k: np.int64 for k in ('identity', 'camera', *scalars)}, **more)
+
+
+def bbox_feature() -> tfds.features.Tensor:
+  """One box: float32 (ymin, xmin, ymax, xmax), as fractions of the image height / width."""
+  return tfds.features.Tensor(shape=(4,), dtype=np.float32)
+
+
+def box_from_corners(x1, y1, x2, y2, height: int, width: int) -> np.ndarray:
+  """`bbox_feature` of a box given as 1-based inclusive pixel indices (the MATLAB convention):
+  ((y1 - 1) / H, (x1 - 1) / W, y2 / H, x2 / W), clipped to [0, 1]."""
+  return _clip_box([(y1 - 1) / height, (x1 - 1) / width, y2 / height, x2 / width])
+
+
+def box_from_xywh(x, y, w, h, height: int, width: int) -> np.ndarray:
+  """`bbox_feature` of a box x, y, w, h read as 0-based continuous pixel coordinates:
+  (y / H, x / W, (y + h) / H, (x + w) / W), clipped to [0, 1]."""
+  return _clip_box([y / height, x / width, (y + h) / height, (x + w) / width])
+
+
+def _clip_box(box) -> np.ndarray:
+  return np.clip(box, 0.0, 1.0).astype(np.float32)
+
+
+def check_label_spaces(spaces: Mapping[str, Sequence], num_classes: int, dataset: str) -> None:
+  """Raise ValueError when a label space (name -> its identities) has more than `num_classes`."""
+  for space, ids in spaces.items():
+    if len(ids) > num_classes:
+      raise ValueError(f'{dataset}: {len(ids)} identities in {space}, more than {num_classes}')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +163,12 @@ class ImageReader:
     self.skipped.append({'file': name, 'reason': reason})
     return None, None
 
+  def dedupe(self) -> None:
+    """List a file read more than once (e.g. for train and retrieval_train) once."""
+    for entries in (self.converted, self.skipped):
+      seen = set()
+      entries[:] = [e for e in entries if not (e['file'] in seen or seen.add(e['file']))]
+
   def report(self) -> dict:
     return {'num_converted': len(self.converted), 'num_skipped': len(self.skipped),
             'converted': list(self.converted), 'skipped': list(self.skipped)}
@@ -143,6 +200,32 @@ class BuilderBase(tfds.core.GeneratorBasedBuilder):
     import inspect  # pylint: disable=g-import-not-at-top
     return epath.Path(inspect.getfile(cls))
 
-  def record_bad_files(self) -> None:
-    """Store the ImageReader report in info.metadata['bad_files'] (persisted with the dataset)."""
+  def dataset_info(self, features: tfds.features.FeaturesDict, metadata: Mapping | None = None,
+                   **kwargs) -> tfds.core.DatasetInfo:
+    """The builder's DatasetInfo: `features`, supervised keys (image, label), `metadata` (stored
+    in metadata.json) and `kwargs` (description, homepage, citation, ...)."""
+    return tfds.core.DatasetInfo(
+        builder=self, features=features, supervised_keys=('image', 'label'),
+        metadata=tfds.core.MetadataDict(metadata or {}), **kwargs)
+
+  def examples(self, records: Iterable, example: Callable, read: Callable | None = None,
+               once: bool = False) -> Iterator:
+    """Yield `example(record, image, (height, width))` -> (key, features) for each record whose
+    image reads, then store the bad files (`record_bad_files(once)`).
+
+    `read(record)` gives (image bytes, (height, width)), or (None, None) for a skipped image
+    (recorded by the reader); default: `self.images.read_sized(record['path'])`.
+    """
+    read = read or (lambda r: self.images.read_sized(r['path']))
+    for record in records:
+      data, size = read(record)
+      if data is not None:
+        yield example(record, data, size)
+    self.record_bad_files(once)
+
+  def record_bad_files(self, once: bool = False) -> None:
+    """Store the ImageReader report in info.metadata['bad_files'] (persisted with the dataset);
+    `once`: a file read for several splits is listed once."""
+    if once:
+      self.images.dedupe()
     self.info.metadata['bad_files'] = self.images.report()

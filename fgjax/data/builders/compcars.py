@@ -33,6 +33,7 @@ A3M (Han et al. 2018) reports 36,456 / 15,627 images for this subset, not the of
 
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
@@ -127,9 +128,7 @@ def _read_label(path: str, width: int, height: int):
   viewpoint = int(float(lines[0][0])) if lines else -1
   if len(lines) < 3 or int(float(lines[1][0])) < 1 or len(lines[2]) < 4:
     return viewpoint, None
-  x1, y1, x2, y2 = (float(v) for v in lines[2][:4])
-  box = np.array([(y1 - 1) / height, (x1 - 1) / width, y2 / height, x2 / width])
-  return viewpoint, np.clip(box, 0.0, 1.0).astype(np.float32)
+  return viewpoint, common.box_from_corners(*(float(v) for v in lines[2][:4]), height, width)
 
 
 class CompCars(common.BuilderBase):
@@ -149,22 +148,16 @@ data/train_test_split/classification/{train,test}.txt (data/'s contents directly
 also work). One UNENCRYPTED archive of data/ (data.zip/.tar/.tar.gz/.tgz) there is extracted."""
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=__doc__,
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Image(shape=(None, None, 3), encoding_format='jpeg'),
-            'label': tfds.features.ClassLabel(),  # names set from the files in _split_generators
+    return self.dataset_info(  # label names set from the files in _split_generators
+        common.image_features(
             **{k: tfds.features.Scalar(dtype=np.int64)
                for k in ('index', 'model_id', 'make_id', 'year', 'viewpoint')},
-            'bbox': tfds.features.Tensor(shape=(4,), dtype=np.float32),
-            'attributes': tfds.features.Tensor(shape=(5,), dtype=np.float32),
-            'attribute_classes': tfds.features.Tensor(shape=(5,), dtype=np.int64),
-        }),
-        supervised_keys=('image', 'label'),
+            bbox=common.bbox_feature(),
+            attributes=tfds.features.Tensor(shape=(5,), dtype=np.float32),
+            attribute_classes=tfds.features.Tensor(shape=(5,), dtype=np.int64)),
+        description=__doc__,
         homepage='http://mmlab.ie.cuhk.edu.hk/datasets/comp_cars/',
         citation=_CITATION,
-        metadata=tfds.core.MetadataDict(),
     )
 
   def _locate(self, dl_manager) -> str:
@@ -247,28 +240,31 @@ also work). One UNENCRYPTED archive of data/ (data.zip/.tar/.tar.gz/.tgz) there 
     return {s: self._generate_examples(root, rows, per_model) for s, rows in splits.items()}
 
   def _generate_examples(self, root, rows, per_model):
-    for index, rel, make_id, model_id, year in rows:
-      path = os.path.join(root, 'image', *rel.split('/'))
-      if not os.path.exists(path):
-        self.images.skipped.append({'file': path, 'reason': 'listed in the split file, missing'})
-        continue
-      data, size = self.images.read_sized(path)
-      if data is None:
-        continue
-      height, width = size
-      label_path = os.path.splitext(os.path.join(root, 'label', *rel.split('/')))[0] + '.txt'
-      viewpoint, bbox = -1, None
-      if os.path.exists(label_path):
-        viewpoint, bbox = _read_label(label_path, width, height)
-      if bbox is None:
-        reason = 'no box in the label file' if os.path.exists(label_path) else 'no label file'
-        self._label_problems.append({'file': label_path, 'reason': reason})
-        bbox = np.array([0.0, 0.0, 1.0, 1.0], np.float32)
-      label, attributes, attribute_classes = per_model[model_id]
-      yield rel, {
-          'image': data, 'label': label, 'index': index, 'model_id': model_id,
-          'make_id': make_id, 'year': year, 'viewpoint': viewpoint, 'bbox': bbox,
-          'attributes': attributes, 'attribute_classes': attribute_classes,
-      }
-    self.record_bad_files()
+    yield from self.examples(rows, functools.partial(self._example, root, per_model),
+                             functools.partial(self._read, root))
     self.info.metadata['label_problems'] = list(self._label_problems)
+
+  def _read(self, root, row):
+    path = os.path.join(root, 'image', *row[1].split('/'))
+    if not os.path.exists(path):
+      self.images.skipped.append({'file': path, 'reason': 'listed in the split file, missing'})
+      return None, None
+    return self.images.read_sized(path)
+
+  def _example(self, root, per_model, row, data, size):
+    index, rel, make_id, model_id, year = row
+    height, width = size
+    label_path = os.path.splitext(os.path.join(root, 'label', *rel.split('/')))[0] + '.txt'
+    viewpoint, bbox = -1, None
+    if os.path.exists(label_path):
+      viewpoint, bbox = _read_label(label_path, width, height)
+    if bbox is None:
+      reason = 'no box in the label file' if os.path.exists(label_path) else 'no label file'
+      self._label_problems.append({'file': label_path, 'reason': reason})
+      bbox = np.array([0.0, 0.0, 1.0, 1.0], np.float32)
+    label, attributes, attribute_classes = per_model[model_id]
+    return rel, {
+        'image': data, 'label': label, 'index': index, 'model_id': model_id,
+        'make_id': make_id, 'year': year, 'viewpoint': viewpoint, 'bbox': bbox,
+        'attributes': attributes, 'attribute_classes': attribute_classes,
+    }

@@ -78,22 +78,17 @@ class Cub2011(common.BuilderBase, skip_registration=True):
   """
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-        builder=self,
+    return self.dataset_info(
+        common.image_features(  # label names come from classes.txt
+            bbox=common.bbox_feature(),
+            parts=tfds.features.Tensor(shape=(NUM_PARTS, 3), dtype=np.float32),
+            attributes=tfds.features.Tensor(shape=(NUM_ATTRIBUTES,), dtype=np.int64),
+            attribute_groups=tfds.features.Tensor(shape=(NUM_GROUPS,), dtype=np.int64),
+            image_id=np.int64),
         description='Caltech-UCSD Birds-200-2011: 200 species, bbox, 15 parts, 312 binary '
                     'attributes and their 28 multi-class groups (A3M).',
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Image(shape=(None, None, 3), encoding_format='jpeg'),
-            'label': tfds.features.ClassLabel(),  # names come from classes.txt
-            'bbox': tfds.features.Tensor(shape=(4,), dtype=np.float32),
-            'parts': tfds.features.Tensor(shape=(NUM_PARTS, 3), dtype=np.float32),
-            'attributes': tfds.features.Tensor(shape=(NUM_ATTRIBUTES,), dtype=np.int64),
-            'attribute_groups': tfds.features.Tensor(shape=(NUM_GROUPS,), dtype=np.int64),
-            'image_id': np.int64,
-        }),
-        supervised_keys=('image', 'label'),
         homepage=PAGE,
-        metadata=tfds.core.MetadataDict(
+        metadata=dict(
             bbox_format='(ymin, xmin, ymax, xmax) in [0, 1]; source x y w h read as 0-based px',
             parts_format='(y, x, visible) per part id 1..15, y/x in [0, 1]',
             split_rules={'train/test': 'train_test_split.txt',
@@ -162,32 +157,26 @@ class Cub2011(common.BuilderBase, skip_registration=True):
     return {s: self._generate_examples([r for r in records if rule[s](r)]) for s in _SPLITS}
 
   def _generate_examples(self, records):
-    for r in records:
-      data, size = self.images.read_sized(r['path'])
-      if data is not None:
-        h, w = size
-        x, y, bw, bh = r['box']
-        bbox = np.clip([y / h, x / w, (y + bh) / h, (x + bw) / w], 0.0, 1.0)
-        p = r['parts']
-        parts = np.stack([np.clip(p[:, 1] / h, 0, 1), np.clip(p[:, 0] / w, 0, 1), p[:, 2]], 1)
-        yield r['image_id'], {
-            'image': data, 'label': r['label'], 'bbox': bbox.astype(np.float32),
-            'parts': parts.astype(np.float32), 'attributes': r['attrs'].astype(np.int64),
-            'attribute_groups': r['groups'], 'image_id': np.int64(r['image_id'])}
-    archives.dedupe_bad_files(self.images)
-    self.record_bad_files()
+    return self.examples(records, _example, once=True)
 
   def _locate(self, dl_manager) -> tuple[str, str]:
     """(root, sub): the dataset folder is root/sub (sub = '' when manual dir is that folder)."""
-    found = archives.find(dl_manager, NAME, (f'{FOLDER}/images.txt', 'images.txt'),
-                          (ARCHIVE, 'CUB_200_2011.tar.gz'), self.URLS)
-    if found is None:
-      where = archives.expected_manual_dir(dl_manager)
-      common.require(where, [common.Required(
-          ARCHIVE, f'the official archive (or its extracted {FOLDER}/ folder with attributes.txt '
-          f'next to it); not downloadable now: get it from {PAGE} ({URL})')], NAME)
-      raise common.MissingFiles(f'{NAME}: nothing usable in {where}')
-    return found[0], os.path.dirname(found[1])
+    root, marker = archives.find_required(
+        dl_manager, NAME, (f'{FOLDER}/images.txt', 'images.txt'),
+        (ARCHIVE, 'CUB_200_2011.tar.gz'), self.URLS,
+        f'the official archive (or its extracted {FOLDER}/ folder with attributes.txt next to '
+        f'it); not downloadable now: get it from {PAGE} ({URL})')
+    return root, os.path.dirname(marker)
+
+
+def _example(r: dict, data: bytes, size: tuple[int, int]):
+  h, w = size
+  p = r['parts']
+  parts = np.stack([np.clip(p[:, 1] / h, 0, 1), np.clip(p[:, 0] / w, 0, 1), p[:, 2]], 1)
+  return r['image_id'], {
+      'image': data, 'label': r['label'], 'bbox': common.box_from_xywh(*r['box'], h, w),
+      'parts': parts.astype(np.float32), 'attributes': r['attrs'].astype(np.int64),
+      'attribute_groups': r['groups'], 'image_id': np.int64(r['image_id'])}
 
 
 def attribute_groups(names: list[str]) -> list[tuple[str, int, list[str]]]:

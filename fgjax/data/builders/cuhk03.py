@@ -90,30 +90,19 @@ class Cuhk03(common.BuilderBase):
   """
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-        builder=self,
+    return self.dataset_info(
+        common.reid_features(NUM_CLASSES, 'camera_pair', 'pair_identity', 'image_index'),
         description=(
             'CUHK03 person re-identification (5 camera pairs, 1,467 persons). Splits: train / '
             'query / gallery (767/700 protocol of Zhong et al.) and classic{k}_train / _test / '
             '_query / _gallery (20 test sets of 100 persons from cuhk-03.mat). `label` = index in '
             'the split\'s sorted identities (metadata identities / label_space).'),
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Image(shape=(None, None, 3), encoding_format='jpeg'),
-            'label': tfds.features.ClassLabel(num_classes=NUM_CLASSES),
-            'identity': np.int64,
-            'camera': np.int64,
-            'camera_pair': np.int64,
-            'pair_identity': np.int64,
-            'image_index': np.int64,
-        }),
-        supervised_keys=('image', 'label'),
         homepage='https://www.ee.cuhk.edu.hk/~xgwang/CUHK_identification.html',
-        metadata=tfds.core.MetadataDict(image_type=self.builder_config.name, num_cameras=2),
+        metadata=dict(image_type=self.builder_config.name, num_cameras=2),
     )
 
   def _find(self, dl_manager):
-    manual = archives.manual_dir(dl_manager)
-    base = manual or archives.expected_manual_dir(dl_manager)
+    manual, base = archives.manual_dirs(dl_manager)
     mats = [os.path.join(base, FOLDER, MAT), os.path.join(base, MAT)]
     mat = next((m for m in mats if os.path.isfile(m)), None)
     if mat is None and manual and os.path.isfile(os.path.join(manual, ARCHIVE)):
@@ -123,12 +112,9 @@ class Cuhk03(common.BuilderBase):
     name = PROTOCOL.format(self.builder_config.name)
     protocols = [os.path.join(base, name), os.path.join(base, FOLDER, name)]
     protocol = next((p for p in protocols if os.path.isfile(p)), None)
-    url = self.PROTOCOL_URL and self.PROTOCOL_URL.format(self.builder_config.name)
-    if protocol is None and mat is not None and url and archives.reachable(url):
-      try:
-        protocol = os.fspath(dl_manager.download(url))
-      except Exception:  # pylint: disable=broad-except  (report the missing file instead)
-        protocol = None
+    if protocol is None and mat is not None:
+      protocol = archives.fetch(
+          dl_manager, self.PROTOCOL_URL and self.PROTOCOL_URL.format(self.builder_config.name))
     common.require('', [
         common.Required(mat or mats[0], f'{MAT} (MATLAB v7.3) from {ARCHIVE}, CUHK03 of Xiaogang '
                         'Wang: https://www.ee.cuhk.edu.hk/~xgwang/CUHK_identification.html'),
@@ -222,9 +208,7 @@ class Cuhk03(common.BuilderBase):
         name = f'classic{k}_{part}'
         spaces[name], space_of[name] = sorted({ident(p, i) for p, i, _ in rows[name]}), name
       space_of[f'classic{k}_query'] = space_of[f'classic{k}_gallery'] = f'classic{k}_test'
-    for space, ids in spaces.items():
-      if len(ids) > NUM_CLASSES:
-        raise ValueError(f'cuhk03: {len(ids)} identities in {space}, more than {NUM_CLASSES}')
+    common.check_label_spaces(spaces, NUM_CLASSES, 'cuhk03')
     md = self.info.metadata
     md.update(identities=spaces, label_space=space_of, pair_sizes=[int(n) for n in sizes],
               num_empty_cells=empty, num_classic_splits=len(testsets),

@@ -59,18 +59,11 @@ class FgvcAircraft(common.BuilderBase, skip_registration=True):
   """
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-        builder=self,
+    return self.dataset_info(  # label names come from variants.txt
+        common.image_features(bbox=common.bbox_feature(), image_id=np.int64),
         description='FGVC-Aircraft 2013b, variant level (100 classes), copyright banner removed.',
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Image(shape=(None, None, 3), encoding_format='jpeg'),
-            'label': tfds.features.ClassLabel(),  # names come from variants.txt
-            'bbox': tfds.features.Tensor(shape=(4,), dtype=np.float32),
-            'image_id': np.int64,
-        }),
-        supervised_keys=('image', 'label'),
         homepage=PAGE,
-        metadata=tfds.core.MetadataDict(
+        metadata=dict(
             banner_pixels=BANNER,
             bbox_format=f'(ymin, xmin, ymax, xmax) in [0, 1] of the image without its {BANNER}-px '
                         'banner; source xmin ymin xmax ymax read as 1-based inclusive pixels',
@@ -112,45 +105,33 @@ class FgvcAircraft(common.BuilderBase, skip_registration=True):
             'test': self._generate_examples(records['test'])}
 
   def _generate_examples(self, records):
-    for r in records:
-      cropped = self._remove_banner(r['path'])
-      if cropped is not None:
-        data, w, h = cropped
-        xmin, ymin, xmax, ymax = r['box']
-        bbox = np.clip([(ymin - 1) / h, (xmin - 1) / w, ymax / h, xmax / w], 0.0, 1.0)
-        yield r['image'], {'image': data, 'label': r['label'], 'bbox': bbox.astype(np.float32),
-                           'image_id': np.int64(int(r['image']))}
-    archives.dedupe_bad_files(self.images)
-    self.record_bad_files()
+    return self.examples(records, _example, read=self._remove_banner, once=True)
 
-  def _remove_banner(self, path: str) -> tuple[bytes, int, int] | None:
-    """(JPEG bytes, width, height) of the image without its bottom BANNER rows, or None."""
+  def _remove_banner(self, record: dict) -> tuple[bytes, tuple[int, int]] | tuple[None, None]:
+    """(JPEG bytes, (height, width)) of the record's image without its bottom BANNER rows, or
+    (None, None) for a skipped image."""
+    path = record['path']
     data = self.images.read(path)
     if data is None:
-      return None
+      return None, None
     with Image.open(io.BytesIO(data)) as im:
       w, h = im.size
       if h - BANNER < common.MIN_SIDE:
         self.images.skipped.append(
             {'file': str(path), 'reason': f'{w}x{h} pixels: nothing left without the '
                                           f'{BANNER}-pixel banner'})
-        return None
+        return None, None
       out = io.BytesIO()
       im.convert('RGB').crop((0, 0, w, h - BANNER)).save(out, format='JPEG', quality=95)
-    return out.getvalue(), w, h - BANNER
+    return out.getvalue(), (h - BANNER, w)
 
   def _locate(self, dl_manager) -> str:
     """The official data/ folder, with every annotation file checked."""
-    found = archives.find(dl_manager, NAME, ('fgvc-aircraft-2013b/data/variants.txt',
-                                             'data/variants.txt', 'variants.txt'),
-                          (ARCHIVE,), self.URLS)
-    if found is None:
-      where = archives.expected_manual_dir(dl_manager)
-      common.require(where, [common.Required(
-          ARCHIVE, f'the official archive (or its extracted fgvc-aircraft-2013b/ folder); not '
-          f'downloadable now: get it from {URL} ({PAGE})')], NAME)
-      raise common.MissingFiles(f'{NAME}: nothing usable in {where}')
-    root, marker = found
+    root, marker = archives.find_required(
+        dl_manager, NAME, ('fgvc-aircraft-2013b/data/variants.txt', 'data/variants.txt',
+                           'variants.txt'), (ARCHIVE,), self.URLS,
+        'the official archive (or its extracted fgvc-aircraft-2013b/ folder); not downloadable '
+        f'now: get it from {URL} ({PAGE})')
     sub = os.path.dirname(marker)
     common.require(root, [
         common.Required(os.path.join(sub, f), f'{what}, from {ARCHIVE} ({URL})')
@@ -159,6 +140,12 @@ class FgvcAircraft(common.BuilderBase, skip_registration=True):
                         ('images_variant_test.txt', 'test images and variants'),
                         ('images_box.txt', 'one box per image'))], NAME)
     return os.path.join(root, sub)
+
+
+def _example(r: dict, data: bytes, size: tuple[int, int]):
+  return r['image'], {'image': data, 'label': r['label'],
+                      'bbox': common.box_from_corners(*r['box'], *size),
+                      'image_id': np.int64(int(r['image']))}
 
 
 def _lines(folder: str, name: str) -> list[str]:

@@ -136,26 +136,17 @@ class Market1501(common.BuilderBase):
   """
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-        builder=self,
+    return self.dataset_info(
+        common.reid_features(
+            NUM_CLASSES, 'sequence', 'frame', 'box_index',
+            attributes=tfds.features.Tensor(shape=(len(ATTRIBUTES),), dtype=np.int64)),
         description=(
             'Market-1501 person re-identification (6 cameras) with the 27 identity-level '
             'attributes of Lin et al. Splits: train (751 ids), query and gallery (750 test ids; '
             'gallery also holds distractors, identity 0); junk boxes (id -1) dropped. `label` = '
             'index in the split\'s label space (metadata identities / label_space).'),
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Image(shape=(None, None, 3), encoding_format='jpeg'),
-            'label': tfds.features.ClassLabel(num_classes=NUM_CLASSES),
-            'identity': np.int64,
-            'camera': np.int64,
-            'sequence': np.int64,
-            'frame': np.int64,
-            'box_index': np.int64,
-            'attributes': tfds.features.Tensor(shape=(len(ATTRIBUTES),), dtype=np.int64),
-        }),
-        supervised_keys=('image', 'label'),
         homepage='https://zheng-lab.cecs.anu.edu.au/Project/project_reid.html',
-        metadata=tfds.core.MetadataDict(
+        metadata=dict(
             attribute_names=[a[0] for a in ATTRIBUTES],
             attribute_mat_fields=[a[1] for a in ATTRIBUTES],
             attribute_values=[list(a[2]) for a in ATTRIBUTES],
@@ -167,8 +158,7 @@ class Market1501(common.BuilderBase):
 
   def _find(self, dl_manager):
     """(dataset folder, attribute file or None, folder where files are expected)."""
-    manual = archives.manual_dir(dl_manager)
-    base = manual or archives.expected_manual_dir(dl_manager)
+    manual, base = archives.manual_dirs(dl_manager)
     root = os.path.join(base, FOLDER)
     if manual:
       candidates = [os.path.join(manual, FOLDER), manual]
@@ -189,12 +179,8 @@ class Market1501(common.BuilderBase):
                               'Liang Zheng; see MANUAL_DOWNLOAD_INSTRUCTIONS)')
               for d in SPLIT_DIRS.values()]
     have_images = all(os.path.isdir(r.path) for r in images)
-    if (attr_path is None and have_images and self.ATTRIBUTE_URL
-        and archives.reachable(self.ATTRIBUTE_URL)):
-      try:
-        attr_path = os.fspath(dl_manager.download(self.ATTRIBUTE_URL))
-      except Exception:  # pylint: disable=broad-except  (report the missing file instead)
-        attr_path = None
+    if attr_path is None and have_images:
+      attr_path = archives.fetch(dl_manager, self.ATTRIBUTE_URL)
     attr_req = common.Required(
         attr_path or os.path.join(base, ATTRIBUTE_FILE),
         'market_attribute.mat of Lin et al., https://github.com/vana77/Market-1501_Attribute')
@@ -218,9 +204,7 @@ class Market1501(common.BuilderBase):
     train_ids = sorted({p[0] for _, p in rows['train']})
     test_ids = sorted({p[0] for s in ('query', 'gallery') for _, p in rows[s]} - {0})
     spaces = {'train': train_ids, 'test': test_ids + [0]}
-    for space, ids in spaces.items():
-      if len(ids) > NUM_CLASSES:
-        raise ValueError(f'market1501: {len(ids)} identities in {space}, more than {NUM_CLASSES}')
+    common.check_label_spaces(spaces, NUM_CLASSES, 'market1501')
     self.info.metadata['identities'] = spaces
     self.info.metadata['identities_without_attributes'] = sorted(
         {p[0] for r in rows.values() for _, p in r} - set(table))

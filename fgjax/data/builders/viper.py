@@ -65,36 +65,25 @@ class Viper(common.BuilderBase):
   """
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-        builder=self,
+    return self.dataset_info(
+        common.reid_features(NUM_CLASSES, 'viewpoint'),
         description=(
             'VIPeR person re-identification: 632 persons, one image from each of 2 cameras. '
             f'{NUM_SPLITS} random 316/316 identity splits (seed {SEED}): split{{k}}_train / '
             'split{k}_test, and split{k}_query / split{k}_gallery = camera A / B of the test '
             'persons. `label` = index in the sorted identities of the train / test split.'),
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Image(shape=(None, None, 3), encoding_format='jpeg'),
-            'label': tfds.features.ClassLabel(num_classes=NUM_CLASSES),
-            'identity': np.int64,
-            'camera': np.int64,
-            'viewpoint': np.int64,
-        }),
-        supervised_keys=('image', 'label'),
         homepage='https://vision.soe.ucsc.edu/node/178',
-        metadata=tfds.core.MetadataDict(seed=SEED, num_splits=NUM_SPLITS, num_cameras=2,
-                                        cameras=list(CAMERAS)),
+        metadata=dict(seed=SEED, num_splits=NUM_SPLITS, num_cameras=2, cameras=list(CAMERAS)),
     )
 
   def _find(self, dl_manager) -> str:
-    manual = archives.manual_dir(dl_manager)
-    base = manual or archives.expected_manual_dir(dl_manager)
+    manual, base = archives.manual_dirs(dl_manager)
     root = _root_in(manual) if manual else None
     if root is None and manual and os.path.isfile(os.path.join(manual, ARCHIVE)):
       root = _root_in(common.extract(dl_manager, os.path.join(manual, ARCHIVE), 'viper'))
-    if root is None and self.URL and archives.reachable(self.URL):
+    if root is None and (downloaded := archives.fetch(dl_manager, self.URL)):
       try:  # nothing in the manual dir: the public archive
-        root = _root_in(common.extract(dl_manager, os.fspath(dl_manager.download(self.URL)),
-                                       'viper'))
+        root = _root_in(common.extract(dl_manager, downloaded, 'viper'))
       except Exception:  # pylint: disable=broad-except  (report the missing files instead)
         root = None
     root = root or os.path.join(base, FOLDER)

@@ -3,16 +3,14 @@
 Every expected value below is written by hand from the files this test writes.
 """
 
-import io
+import functools
 import os
-import tarfile
 
 import numpy as np
 import pytest
 import scipy.io
 from PIL import Image
 
-from fgjax.data.builders import common
 from fgjax.data.builders.cars196 import Cars196
 import builder_testing  # tests/data/builders/builder_testing.py (same directory)
 
@@ -47,9 +45,7 @@ def write_cars(root):
       image = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
       if (folder, fname) == ('cars_train', '00004.jpg'):
         image = image.convert('L')
-      out = io.BytesIO()
-      image.save(out, format='JPEG', quality=95)
-      data = out.getvalue()
+      data = builder_testing.jpeg(image)
       if (folder, fname) == ('cars_test', '00003.jpg'):
         data = data[:len(data) // 2]
       with open(os.path.join(root, folder, fname), 'wb') as f:
@@ -63,24 +59,18 @@ def write_cars(root):
   builder_testing.cars_annotations_mat(os.path.join(root, 'cars_test_annos_withlabels.mat'), TEST)
 
 
-def build(manual, data_dir):
-  return builder_testing.build_by_image_id(Cars196, manual, data_dir, SPLITS)
+build = functools.partial(builder_testing.build_by_image_id, Cars196, splits=SPLITS)
 
 
-@pytest.fixture(scope='module')
-def extracted(tmp_path_factory):
-  manual = tmp_path_factory.mktemp('manual')
-  write_cars(str(manual))
-  return build(manual, str(tmp_path_factory.mktemp('data')))
+extracted = builder_testing.build_fixture(write_cars, build)
 
 
 def test_splits_labels_boxes_ids(extracted):
   builder, splits = extracted
   assert builder.info.features['label'].names == CLASS_NAMES
   assert builder.info.metadata['retrieval_train_classes'] == [0, 1]
-  for split, ids in SPLITS.items():
-    assert sorted(splits[split]) == ids, split
-    assert builder.info.splits[split].num_examples == len(ids)
+  builder_testing.assert_split_ids(builder, splits, SPLITS)
+  for split in SPLITS:
     for i, e in splits[split].items():
       label, box = EXPECTED[i]
       w, h = (TRAIN if i < 100000 else TEST)[f'{i % 100000:05d}.jpg'][2]
@@ -104,24 +94,17 @@ def test_packed_archives_give_the_same_dataset(tmp_path, extracted):
   manual.mkdir()
   for archive, folder in (('cars_train.tgz', 'cars_train'), ('cars_test.tgz', 'cars_test'),
                           ('car_devkit.tgz', 'devkit')):
-    with tarfile.open(manual / archive, 'w:gz') as tar:
-      tar.add(src / folder, arcname=folder)
+    builder_testing.pack(manual / archive, src, [folder])
   os.replace(src / 'cars_test_annos_withlabels.mat', manual / 'cars_test_annos_withlabels.mat')
   _, got = build(manual, str(tmp_path / 'data'))
-  for split in SPLITS:
-    assert got[split].keys() == expected[split].keys()
-    for i, e in got[split].items():
-      for key, value in e.items():
-        np.testing.assert_array_equal(value, expected[split][i][key])
+  builder_testing.assert_same_examples(got, expected)
 
 
 def test_missing_files_are_named(tmp_path):
   write_cars(str(tmp_path))
   os.remove(tmp_path / 'devkit' / 'cars_meta.mat')
   os.remove(tmp_path / 'cars_test_annos_withlabels.mat')
-  with pytest.raises(common.MissingFiles) as info:
-    build(tmp_path, str(tmp_path / 'data'))
-  msg = str(info.value)
+  msg = builder_testing.missing_files_message(Cars196, tmp_path, str(tmp_path / 'data'))
   assert os.path.join(str(tmp_path), 'devkit', 'cars_meta.mat') in msg
   assert os.path.join(str(tmp_path), 'cars_test_annos_withlabels.mat') in msg
   assert 'cars_train_annos.mat' not in msg and 'issues/7545' in msg
@@ -130,19 +113,17 @@ def test_missing_files_are_named(tmp_path):
 def test_empty_manual_dir_names_every_file(tmp_path):
   (tmp_path / 'manual').mkdir()
   (tmp_path / 'manual' / 'notes.txt').write_text('unrelated')
-  with pytest.raises(common.MissingFiles) as info:
-    build(tmp_path / 'manual', str(tmp_path / 'data'))
+  msg = builder_testing.missing_files_message(Cars196, tmp_path / 'manual', str(tmp_path / 'data'))
   for name in ('cars_train.tgz', 'cars_test.tgz', 'car_devkit.tgz',
                'cars_test_annos_withlabels.mat'):
-    assert os.path.join(str(tmp_path / 'manual'), name) in str(info.value)
+    assert os.path.join(str(tmp_path / 'manual'), name) in msg
 
 
 def test_missing_image_is_named(tmp_path):
   write_cars(str(tmp_path))
   os.remove(tmp_path / 'cars_test' / '00004.jpg')
-  with pytest.raises(common.MissingFiles) as info:
-    build(tmp_path, str(tmp_path / 'data'))
-  assert os.path.join(str(tmp_path), 'cars_test', '00004.jpg') in str(info.value)
+  msg = builder_testing.missing_files_message(Cars196, tmp_path, str(tmp_path / 'data'))
+  assert os.path.join(str(tmp_path), 'cars_test', '00004.jpg') in msg
 
 
 def test_unlabelled_test_annotations_are_refused(tmp_path):

@@ -3,17 +3,16 @@
 import io
 import os
 import shutil
-import tarfile
 import zipfile
 
 import numpy as np
 import pytest
 import scipy.io
-import tensorflow_datasets as tfds
 from PIL import Image
 
 from fgjax.data.builders import common
 from fgjax.data.builders.compcars import CompCars
+import builder_testing  # tests/data/builders/builder_testing.py (same directory)
 
 NAN = np.nan
 # relative path -> (width, height, colour or None for grayscale, label text or None)
@@ -66,10 +65,8 @@ def _cell(strings, shape):
 
 
 def _jpeg(w, h, colour):
-  im = Image.new('L', (w, h), 128) if colour is None else Image.new('RGB', (w, h), colour)
-  out = io.BytesIO()
-  im.save(out, format='JPEG', quality=95)
-  return out.getvalue()
+  return builder_testing.jpeg(
+      Image.new('L', (w, h), 128) if colour is None else Image.new('RGB', (w, h), colour))
 
 
 def _write(path, data):
@@ -103,11 +100,7 @@ def _make_release(base):
 
 
 def _prepare(manual, data_dir):
-  CompCars(data_dir=data_dir).download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
-  builder = CompCars(data_dir=data_dir)
-  src = builder.as_data_source()
-  return builder, {s: [src[s][i] for i in range(len(src[s]))] for s in ('train', 'test')}
+  return builder_testing.build(CompCars, manual, data_dir, ('train', 'test'))
 
 
 @pytest.fixture(scope='module')
@@ -173,28 +166,22 @@ def test_packed_archive_gives_the_same_examples(built, tmp_path):
   manual, (_, rows) = built
   packed = tmp_path / 'packed'
   packed.mkdir()
-  with tarfile.open(packed / 'data.tar.gz', 'w:gz') as tar:
-    tar.add(os.path.join(manual, 'data'), arcname='data')
+  builder_testing.pack(packed / 'data.tar.gz', manual, ['data'])
   _, rows2 = _prepare(packed, str(tmp_path / 'tfds2'))
-  key = lambda r: int(r['index'])
-  for split in ('train', 'test'):
-    a, b = sorted(rows[split], key=key), sorted(rows2[split], key=key)
-    assert len(a) == len(b)
-    for x, y in zip(a, b):
-      assert x.keys() == y.keys()
-      for k in x:
-        np.testing.assert_array_equal(x[k], y[k])
+  builder_testing.assert_same_examples(_by_index(rows2), _by_index(rows))
+
+
+def _by_index(rows):
+  return {split: {int(r['index']): r for r in examples} for split, examples in rows.items()}
 
 
 def test_missing_file_is_named(built, tmp_path):
   manual, _ = built
   shutil.copytree(manual, tmp_path / 'm')
   os.remove(tmp_path / 'm' / 'data' / 'misc' / 'car_type.mat')
-  with pytest.raises(common.MissingFiles) as e:
-    CompCars(data_dir=str(tmp_path / 'tfds')).download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=str(tmp_path / 'm')))
-  assert os.path.join('data', 'misc', 'car_type.mat') in str(e.value)
-  assert 'attributes.txt' not in str(e.value)
+  msg = builder_testing.missing_files_message(CompCars, tmp_path / 'm', str(tmp_path / 'tfds'))
+  assert os.path.join('data', 'misc', 'car_type.mat') in msg
+  assert 'attributes.txt' not in msg
 
 
 def test_split_zip_asks_to_join_it(tmp_path):
@@ -202,8 +189,7 @@ def test_split_zip_asks_to_join_it(tmp_path):
   (tmp_path / 'm' / 'data.zip').write_bytes(b'PK')
   (tmp_path / 'm' / 'data.z01').write_bytes(b'PK')
   with pytest.raises(common.MissingFiles, match='split'):
-    CompCars(data_dir=str(tmp_path / 'tfds')).download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=str(tmp_path / 'm')))
+    builder_testing.prepare(CompCars, tmp_path / 'm', str(tmp_path / 'tfds'))
 
 
 def test_encrypted_zip_is_reported(built, tmp_path):
@@ -219,8 +205,7 @@ def test_encrypted_zip_is_reported(built, tmp_path):
     data[pos + off] |= 1
   (tmp_path / 'm' / 'data.zip').write_bytes(bytes(data))
   with pytest.raises(common.MissingFiles, match='password'):
-    CompCars(data_dir=str(tmp_path / 'tfds')).download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=str(tmp_path / 'm')))
+    builder_testing.prepare(CompCars, tmp_path / 'm', str(tmp_path / 'tfds'))
 
 
 def test_no_manual_dir(tmp_path):

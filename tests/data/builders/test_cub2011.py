@@ -3,15 +3,13 @@
 Every expected value below is written by hand from the files this test writes.
 """
 
-import io
+import functools
 import os
-import tarfile
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from fgjax.data.builders import common
 from fgjax.data.builders.cub2011 import Cub2011
 import builder_testing  # tests/data/builders/builder_testing.py (same directory)
 
@@ -52,12 +50,6 @@ SPLITS = {'train': [1, 3, 6, 7], 'test': [2, 4, 5],  # 8 is unreadable: skipped 
           'retrieval_train': [1, 2, 3, 4], 'retrieval_test': [5, 6, 7]}
 
 
-def _jpeg(image, **kw):
-  out = io.BytesIO()
-  image.save(out, format='JPEG', quality=95, **kw)
-  return out.getvalue()
-
-
 def write_cub(root, attributes_at='top'):
   """The official tgz layout under root: CUB_200_2011/... and attributes.txt next to it."""
   cub = os.path.join(root, 'CUB_200_2011')
@@ -69,7 +61,7 @@ def write_cub(root, attributes_at='top'):
     rel = f'{CLASSES[c - 1]}/{name}'
     os.makedirs(os.path.join(cub, 'images', CLASSES[c - 1]), exist_ok=True)
     image = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
-    data = _jpeg(image.convert('L') if i == 6 else image)
+    data = builder_testing.jpeg(image.convert('L') if i == 6 else image)
     with open(os.path.join(cub, 'images', rel), 'wb') as f:
       f.write(data[:len(data) // 2] if i == 8 else data)
     lines['images'].append(f'{i} {rel}')
@@ -98,22 +90,15 @@ def write_cub(root, attributes_at='top'):
     f.writelines(f'{a} {n}\n' for a, n in enumerate(names, 1))
 
 
-def build(manual, data_dir):
-  return builder_testing.build_by_image_id(Cub2011, manual, data_dir, SPLITS)
+build = functools.partial(builder_testing.build_by_image_id, Cub2011, splits=SPLITS)
 
 
-@pytest.fixture(scope='module')
-def extracted(tmp_path_factory):
-  manual = tmp_path_factory.mktemp('manual')
-  write_cub(str(manual))
-  return build(manual, str(tmp_path_factory.mktemp('data')))
+extracted = builder_testing.build_fixture(write_cub, build)
 
 
 def test_counts_ids_and_splits(extracted):
   builder, splits = extracted
-  for split, ids in SPLITS.items():
-    assert sorted(splits[split]) == ids, split
-    assert builder.info.splits[split].num_examples == len(ids)
+  builder_testing.assert_split_ids(builder, splits, SPLITS)
 
 
 def test_labels_images_boxes_parts(extracted):
@@ -179,28 +164,20 @@ def test_packed_archive_and_attributes_inside_folder(tmp_path, extracted):
   src, manual = tmp_path / 'src', tmp_path / 'manual'
   write_cub(str(src))
   manual.mkdir()
-  with tarfile.open(manual / 'CUB_200_2011.tgz', 'w:gz') as tar:
-    tar.add(src / 'CUB_200_2011', arcname='CUB_200_2011')
-    tar.add(src / 'attributes.txt', arcname='attributes.txt')
+  builder_testing.pack(manual / 'CUB_200_2011.tgz', src)  # CUB_200_2011/ and attributes.txt
   _, packed = build(manual, str(tmp_path / 'data_tgz'))
   other = tmp_path / 'other'
   write_cub(str(other), attributes_at='attributes')  # attributes/attributes.txt, as in the README
   _, inside = build(other, str(tmp_path / 'data_inside'))
   for got in (packed, inside):
-    for split in SPLITS:
-      assert got[split].keys() == expected[split].keys()
-      for i, e in got[split].items():
-        for key, value in e.items():
-          np.testing.assert_array_equal(value, expected[split][i][key])
+    builder_testing.assert_same_examples(got, expected)
 
 
 def test_missing_files_are_named(tmp_path):
   write_cub(str(tmp_path))
   os.remove(tmp_path / 'CUB_200_2011' / 'parts' / 'part_locs.txt')
   os.remove(tmp_path / 'attributes.txt')
-  with pytest.raises(common.MissingFiles) as info:
-    build(tmp_path, str(tmp_path / 'data'))
-  msg = str(info.value)
+  msg = builder_testing.missing_files_message(Cub2011, tmp_path, str(tmp_path / 'data'))
   assert os.path.join(str(tmp_path), 'CUB_200_2011', 'parts', 'part_locs.txt') in msg
   assert os.path.join(str(tmp_path), 'attributes.txt') in msg and 'next to CUB_200_2011/' in msg
   assert 'images.txt' not in msg
@@ -210,10 +187,9 @@ def test_nothing_there_names_the_archive(tmp_path, monkeypatch):
   monkeypatch.setattr(Cub2011, 'URLS', ())  # no download attempt in tests
   (tmp_path / 'manual').mkdir()
   (tmp_path / 'manual' / 'README').write_text('unrelated')
-  with pytest.raises(common.MissingFiles) as info:
-    build(tmp_path / 'manual', str(tmp_path / 'data'))
-  assert os.path.join(str(tmp_path / 'manual'), 'CUB_200_2011.tgz') in str(info.value)
-  assert 'caltech' in str(info.value)
+  msg = builder_testing.missing_files_message(Cub2011, tmp_path / 'manual', str(tmp_path / 'data'))
+  assert os.path.join(str(tmp_path / 'manual'), 'CUB_200_2011.tgz') in msg
+  assert 'caltech' in msg
 
 
 def test_wrong_attribute_list_is_refused(tmp_path):
@@ -233,9 +209,7 @@ def test_download_fallback_without_tensorflow(tmp_path, monkeypatch, extracted):
   src, served = tmp_path / 'src', tmp_path / 'served'
   write_cub(str(src))
   served.mkdir()
-  with tarfile.open(served / 'CUB_200_2011.tgz', 'w:gz') as tar:
-    tar.add(src / 'CUB_200_2011', arcname='CUB_200_2011')
-    tar.add(src / 'attributes.txt', arcname='attributes.txt')
+  builder_testing.pack(served / 'CUB_200_2011.tgz', src)
   handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
   server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
   threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -253,7 +227,6 @@ def test_download_fallback_without_tensorflow(tmp_path, monkeypatch, extracted):
 def test_missing_image_is_named(tmp_path):
   write_cub(str(tmp_path))
   os.remove(tmp_path / 'CUB_200_2011' / 'images' / CLASSES[1] / IMAGES[4][1])
-  with pytest.raises(common.MissingFiles) as info:
-    build(tmp_path, str(tmp_path / 'data'))
-  assert os.path.join('images', CLASSES[1], IMAGES[4][1]) in str(info.value)
-  assert IMAGES[3][1] not in str(info.value)
+  msg = builder_testing.missing_files_message(Cub2011, tmp_path, str(tmp_path / 'data'))
+  assert os.path.join('images', CLASSES[1], IMAGES[4][1]) in msg
+  assert IMAGES[3][1] not in msg

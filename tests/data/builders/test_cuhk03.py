@@ -1,17 +1,15 @@
 """cuhk03 builder on a tiny cuhk-03.mat (HDF5, 2 camera pairs, empty cells) + protocol files."""
 
+import functools
 import os
 import sys
-import zipfile
 
 import h5py
 import numpy as np
-import pytest
 import scipy.io
-import tensorflow_datasets as tfds
 
-from fgjax.data.builders import common
 from fgjax.data.builders.cuhk03 import Cuhk03
+import builder_testing  # tests/data/builders/builder_testing.py (same directory)
 
 # (pair, person, column) 1-based -> (height, width) of the labeled image; every other cell empty.
 # Pair 1 has 3 persons, pair 2 has 2: global ids (1,1)=1 (1,2)=2 (1,3)=3 (2,1)=4 (2,2)=5.
@@ -90,8 +88,7 @@ def _write_manual(base, packed=False):
   mat = os.path.join(base, 'cuhk03_release', 'cuhk-03.mat')
   _write_mat(mat)
   if packed:
-    with zipfile.ZipFile(os.path.join(base, 'cuhk03_release.zip'), 'w') as z:
-      z.write(mat, 'cuhk03_release/cuhk-03.mat')
+    builder_testing.pack(os.path.join(base, 'cuhk03_release.zip'), base, ['cuhk03_release'])
     os.remove(mat)
     os.rmdir(os.path.join(base, 'cuhk03_release'))
   for kind in ('labeled', 'detected'):
@@ -99,25 +96,11 @@ def _write_manual(base, packed=False):
 
 
 def _build(config, manual, data_dir):
-  Cuhk03(config=config, data_dir=data_dir).download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
-  builder = Cuhk03(config=config, data_dir=data_dir)
-  sources = builder.as_data_source()
-  key = lambda e: (int(e['identity']), int(e['image_index']))  # noqa: E731
-  return builder, {s: sorted(src.__getitems__(list(range(len(src)))), key=key)
-                   for s, src in sources.items()}
+  return builder_testing.build(Cuhk03, manual, data_dir, config=config,
+                               key=lambda e: (int(e['identity']), int(e['image_index'])))
 
 
-@pytest.fixture(scope='module')
-def manual(tmp_path_factory):
-  base = tmp_path_factory.mktemp('cuhk03_manual')
-  _write_manual(base)
-  return base
-
-
-@pytest.fixture(scope='module')
-def labeled(manual, tmp_path_factory):
-  return _build('labeled', manual, str(tmp_path_factory.mktemp('cuhk03_data')))
+labeled = builder_testing.build_fixture(_write_manual, functools.partial(_build, 'labeled'))
 
 
 def _rows(rows):
@@ -211,25 +194,17 @@ def test_missing_files_are_named(tmp_path):
   manual = tmp_path / 'manual'
   manual.mkdir()
   _write_protocol(str(manual / 'cuhk03_new_protocol_config_labeled.mat'))
-  with pytest.raises(common.MissingFiles) as info:
-    Cuhk03(config='labeled', data_dir=str(tmp_path / 'data')).download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
-  msg = str(info.value)
+  msg = builder_testing.missing_files_message(Cuhk03, manual, str(tmp_path / 'data'),
+                                              config='labeled')
   assert os.path.join(str(manual), 'cuhk03_release', 'cuhk-03.mat') + '  <- ' in msg
   assert 'protocol' not in msg  # the protocol file is there
 
 
 def test_protocol_file_downloaded_when_absent(labeled, tmp_path, monkeypatch):
-  from fgjax.data.builders import archives
   _write_manual(tmp_path / 'manual')
   os.remove(tmp_path / 'manual' / 'cuhk03_new_protocol_config_labeled.mat')
   _write_protocol(str(tmp_path / 'served.mat'))
-  urls = []
-  def fake_download(self, url):
-    urls.append(url)
-    return str(tmp_path / 'served.mat')
-  monkeypatch.setattr(archives, 'reachable', lambda url: True)
-  monkeypatch.setattr(tfds.download.DownloadManager, 'download', fake_download)
+  urls = builder_testing.fake_downloads(monkeypatch, lambda _, url: str(tmp_path / 'served.mat'))
   _, data = _build('labeled', tmp_path / 'manual', str(tmp_path / 'data'))
   assert urls == ['https://github.com/zhunzhong07/person-re-ranking/raw/master/evaluation/data/'
                   'CUHK03/cuhk03_new_protocol_config_labeled.mat']

@@ -3,15 +3,12 @@
 Every expected value below is written by hand from the files this test writes.
 """
 
-import io
+import functools
 import os
-import tarfile
 
 import numpy as np
-import pytest
 from PIL import Image
 
-from fgjax.data.builders import common
 from fgjax.data.builders.fgvc_aircraft import FgvcAircraft
 import builder_testing  # tests/data/builders/builder_testing.py (same directory)
 
@@ -45,9 +42,7 @@ def write_aircraft(root):
       pixels = rng.integers(0, 100, (h, w, 3), dtype=np.uint8)
       pixels[h - 20:] = 255  # the white copyright banner
       image = Image.fromarray(pixels)
-      out = io.BytesIO()
-      (image.convert('L') if name == '0056978' else image).save(out, format='JPEG', quality=95)
-      blob = out.getvalue()
+      blob = builder_testing.jpeg(image.convert('L') if name == '0056978' else image)
       with open(os.path.join(data, 'images', f'{name}.jpg'), 'wb') as f:
         f.write(blob[:len(blob) // 2] if name == '2074164' else blob)
       boxes.append(f'{name} {" ".join(map(str, box))}\n')
@@ -57,23 +52,17 @@ def write_aircraft(root):
     f.writelines(f'{v}\n' for v in VARIANTS)
 
 
-def build(manual, data_dir):
-  return builder_testing.build_by_image_id(FgvcAircraft, manual, data_dir, SPLITS)
+build = functools.partial(builder_testing.build_by_image_id, FgvcAircraft, splits=SPLITS)
 
 
-@pytest.fixture(scope='module')
-def extracted(tmp_path_factory):
-  manual = tmp_path_factory.mktemp('manual')
-  write_aircraft(str(manual))
-  return build(manual, str(tmp_path_factory.mktemp('data')))
+extracted = builder_testing.build_fixture(write_aircraft, build)
 
 
 def test_splits_labels_boxes_and_banner(extracted):
   builder, splits = extracted
   assert builder.info.features['label'].names == VARIANTS
-  for split, ids in SPLITS.items():
-    assert sorted(splits[split]) == ids, split
-    assert builder.info.splits[split].num_examples == len(ids)
+  builder_testing.assert_split_ids(builder, splits, SPLITS)
+  for split in SPLITS:
     for i, e in splits[split].items():
       label, (h, w), box = EXPECTED[i]
       assert e['label'] == label
@@ -100,37 +89,30 @@ def test_packed_archive_gives_the_same_dataset(tmp_path, extracted):
   src, manual = tmp_path / 'src', tmp_path / 'manual'
   write_aircraft(str(src))
   manual.mkdir()
-  with tarfile.open(manual / 'fgvc-aircraft-2013b.tar.gz', 'w:gz') as tar:
-    tar.add(src / 'fgvc-aircraft-2013b', arcname='fgvc-aircraft-2013b')
+  builder_testing.pack(manual / 'fgvc-aircraft-2013b.tar.gz', src)
   _, got = build(manual, str(tmp_path / 'data'))
-  for split in SPLITS:
-    assert got[split].keys() == expected[split].keys()
-    for i, e in got[split].items():
-      for key, value in e.items():
-        np.testing.assert_array_equal(value, expected[split][i][key])
+  builder_testing.assert_same_examples(got, expected)
 
 
 def test_missing_files_are_named(tmp_path):
   write_aircraft(str(tmp_path))
   data = tmp_path / 'fgvc-aircraft-2013b' / 'data'
   os.remove(data / 'images_box.txt')
-  with pytest.raises(common.MissingFiles) as info:
-    build(tmp_path, str(tmp_path / 'data_a'))
-  assert str(data / 'images_box.txt') in str(info.value)
-  assert 'variants.txt' not in str(info.value)
+  msg = builder_testing.missing_files_message(FgvcAircraft, tmp_path, str(tmp_path / 'data_a'))
+  assert str(data / 'images_box.txt') in msg
+  assert 'variants.txt' not in msg
   write_aircraft(str(tmp_path / 'second'))
   os.remove(tmp_path / 'second' / 'fgvc-aircraft-2013b' / 'data' / 'images' / '1187707.jpg')
-  with pytest.raises(common.MissingFiles) as info:
-    build(tmp_path / 'second', str(tmp_path / 'data_b'))
-  assert os.path.join('data', 'images', '1187707.jpg') in str(info.value)
+  msg = builder_testing.missing_files_message(FgvcAircraft, tmp_path / 'second',
+                                              str(tmp_path / 'data_b'))
+  assert os.path.join('data', 'images', '1187707.jpg') in msg
 
 
 def test_nothing_there_names_the_archive(tmp_path, monkeypatch):
   monkeypatch.setattr(FgvcAircraft, 'URLS', ())  # no download attempt in tests
   (tmp_path / 'manual').mkdir()
   (tmp_path / 'manual' / 'notes.txt').write_text('unrelated')
-  with pytest.raises(common.MissingFiles) as info:
-    build(tmp_path / 'manual', str(tmp_path / 'data'))
-  msg = str(info.value)
+  msg = builder_testing.missing_files_message(FgvcAircraft, tmp_path / 'manual',
+                                              str(tmp_path / 'data'))
   assert os.path.join(str(tmp_path / 'manual'), 'fgvc-aircraft-2013b.tar.gz') in msg
   assert 'robots.ox.ac.uk' in msg

@@ -3,16 +3,13 @@
 import os
 import shutil
 import sys
-import zipfile
 
 import numpy as np
-import pytest
 import scipy.io
-import tensorflow_datasets as tfds
 from PIL import Image
 
-from fgjax.data.builders import common
 from fgjax.data.builders.market1501 import Market1501
+import builder_testing  # tests/data/builders/builder_testing.py (same directory)
 
 ROOT = 'Market-1501-v15.09.15'
 # (folder, file name, height, width); sizes differ so rows can be told apart by shape too.
@@ -60,8 +57,7 @@ def _write_tree(base):
     path = os.path.join(base, ROOT, folder, name)
     (im.convert('L') if name == GRAY else im).save(path, 'JPEG', quality=90)
     if name == TRUNCATED:
-      data = open(path, 'rb').read()
-      open(path, 'wb').write(data[:len(data) // 2])
+      builder_testing.truncate(path)
   for folder in ('bounding_box_train', 'bounding_box_test', 'query'):
     open(os.path.join(base, ROOT, folder, 'Thumbs.db'), 'wb').write(b'\x00junk')
   open(os.path.join(base, ROOT, 'readme.txt'), 'w').write('Market-1501\n')
@@ -77,28 +73,18 @@ def _write_attributes(path):
                                                'test': part(TEST_PIDS)}})
 
 
-def _build(manual, data_dir):
-  Market1501(data_dir=data_dir).download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
-  builder = Market1501(data_dir=data_dir)
-  sources = builder.as_data_source()
-  rows = {s: sorted(sources[s].__getitems__(list(range(len(sources[s])))),
-                    key=lambda e: (int(e['identity']), int(e['camera']), int(e['frame'])))
-          for s in ('train', 'query', 'gallery')}
-  return builder, rows
-
-
-@pytest.fixture(scope='module')
-def manual(tmp_path_factory):
-  base = tmp_path_factory.mktemp('market_manual')
+def _write_manual(base):
   _write_tree(base)
   _write_attributes(os.path.join(base, 'market_attribute.mat'))
-  return base
 
 
-@pytest.fixture(scope='module')
-def built(manual, tmp_path_factory):
-  return _build(manual, str(tmp_path_factory.mktemp('market_data')))
+def _build(manual, data_dir):
+  return builder_testing.build(
+      Market1501, manual, data_dir, ('train', 'query', 'gallery'),
+      key=lambda e: (int(e['identity']), int(e['camera']), int(e['frame'])))
+
+
+built = builder_testing.build_fixture(_write_manual, _build)
 
 
 def _summary(rows):
@@ -159,11 +145,7 @@ def test_zip_archive_gives_same_result(built, tmp_path):
   manual = tmp_path / 'manual'
   _write_tree(tmp_path / 'tree')
   manual.mkdir()
-  with zipfile.ZipFile(manual / f'{ROOT}.zip', 'w') as z:
-    for dirpath, _, files in os.walk(tmp_path / 'tree'):
-      for f in files:
-        full = os.path.join(dirpath, f)
-        z.write(full, os.path.relpath(full, tmp_path / 'tree'))
+  builder_testing.pack(manual / f'{ROOT}.zip', tmp_path / 'tree')
   os.makedirs(manual / 'Market-1501_Attribute-master')
   _write_attributes(str(manual / 'Market-1501_Attribute-master' / 'market_attribute.mat'))
   _, rows = _build(manual, str(tmp_path / 'data'))
@@ -178,10 +160,8 @@ def test_missing_files_are_named(tmp_path, monkeypatch):
   monkeypatch.setattr(Market1501, 'ATTRIBUTE_URL', None)  # no download attempt offline
   _write_tree(tmp_path / 'manual')
   shutil.rmtree(tmp_path / 'manual' / ROOT / 'query')
-  with pytest.raises(common.MissingFiles) as info:
-    Market1501(data_dir=str(tmp_path / 'data')).download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=str(tmp_path / 'manual')))
-  msg = str(info.value)
+  msg = builder_testing.missing_files_message(Market1501, tmp_path / 'manual',
+                                              str(tmp_path / 'data'))
   assert os.path.join(str(tmp_path / 'manual'), ROOT, 'query') + '  <- ' in msg
   assert os.path.join(str(tmp_path / 'manual'), 'market_attribute.mat') + '  <- ' in msg
   assert 'bounding_box_train' not in msg and 'vana77/Market-1501_Attribute' in msg
@@ -189,25 +169,17 @@ def test_missing_files_are_named(tmp_path, monkeypatch):
 
 def test_empty_manual_dir_names_everything(tmp_path):
   (tmp_path / 'manual').mkdir()
-  with pytest.raises(common.MissingFiles) as info:
-    Market1501(data_dir=str(tmp_path / 'data')).download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=str(tmp_path / 'manual')))
-  msg = str(info.value)
+  msg = builder_testing.missing_files_message(Market1501, tmp_path / 'manual',
+                                              str(tmp_path / 'data'))
   for d in ('bounding_box_train', 'query', 'bounding_box_test'):
     assert os.path.join(str(tmp_path / 'manual'), ROOT, d) + '  <- ' in msg
   assert 'market_attribute.mat' in msg
 
 
 def test_attribute_file_downloaded_when_absent(built, tmp_path, monkeypatch):
-  from fgjax.data.builders import archives
   _write_tree(tmp_path / 'manual')
   _write_attributes(str(tmp_path / 'served.mat'))
-  urls = []
-  def fake_download(self, url):
-    urls.append(url)
-    return str(tmp_path / 'served.mat')
-  monkeypatch.setattr(archives, 'reachable', lambda url: True)
-  monkeypatch.setattr(tfds.download.DownloadManager, 'download', fake_download)
+  urls = builder_testing.fake_downloads(monkeypatch, lambda _, url: str(tmp_path / 'served.mat'))
   builder, rows = _build(tmp_path / 'manual', str(tmp_path / 'data'))
   assert urls == [Market1501.ATTRIBUTE_URL]
   for split, expected in built[1].items():

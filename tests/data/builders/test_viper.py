@@ -3,15 +3,12 @@
 import os
 import shutil
 import sys
-import zipfile
 
 import numpy as np
-import pytest
-import tensorflow_datasets as tfds
 from PIL import Image
 
-from fgjax.data.builders import common
 from fgjax.data.builders.viper import Viper
+import builder_testing  # tests/data/builders/builder_testing.py (same directory)
 
 # person -> ((cam_a angle, h, w), (cam_b angle, h, w)); person 20 is only in cam_a.
 PERSONS = {0: ((45, 16, 6), (90, 18, 6)), 3: ((0, 20, 8), (180, 22, 8)),
@@ -36,28 +33,18 @@ def _write_tree(base):
       path = os.path.join(root, folder, name)
       (im.convert('L') if (folder, name) == GRAY else im).save(path, 'BMP')
       if (folder, name) == TRUNCATED:
-        data = open(path, 'rb').read()
-        open(path, 'wb').write(data[:len(data) // 2])
+        builder_testing.truncate(path)
   Image.new('RGB', (6, 16)).save(os.path.join(root, 'cam_a', '020_90.bmp'))
   open(os.path.join(root, 'cam_a', 'Thumbs.db'), 'wb').write(b'\x00')
   open(os.path.join(root, 'README.txt'), 'w').write('VIPeR\n')
 
 
 def _build(manual, data_dir):
-  Viper(data_dir=data_dir).download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
-  builder = Viper(data_dir=data_dir)
-  sources = builder.as_data_source()
-  return builder, {s: sorted(src.__getitems__(list(range(len(src)))),
-                             key=lambda e: (int(e['identity']), int(e['camera'])))
-                   for s, src in sources.items()}
+  return builder_testing.build(Viper, manual, data_dir,
+                               key=lambda e: (int(e['identity']), int(e['camera'])))
 
 
-@pytest.fixture(scope='module')
-def built(tmp_path_factory):
-  base = tmp_path_factory.mktemp('viper_manual')
-  _write_tree(base)
-  return _build(base, str(tmp_path_factory.mktemp('viper_data')))
+built = builder_testing.build_fixture(_write_tree, _build)
 
 
 def _expected_split_ids():
@@ -115,11 +102,7 @@ def test_images_metadata_bad_files(built):
 def test_zip_archive_gives_same_result(built, tmp_path):
   _write_tree(tmp_path / 'tree')
   (tmp_path / 'manual').mkdir()
-  with zipfile.ZipFile(tmp_path / 'manual' / 'VIPeR.v1.0.zip', 'w') as z:
-    for dirpath, _, files in os.walk(tmp_path / 'tree'):
-      for f in files:
-        full = os.path.join(dirpath, f)
-        z.write(full, os.path.relpath(full, tmp_path / 'tree'))
+  builder_testing.pack(tmp_path / 'manual' / 'VIPeR.v1.0.zip', tmp_path / 'tree')
   _, data = _build(tmp_path / 'manual', str(tmp_path / 'data'))
   for split, rows in built[1].items():
     assert len(data[split]) == len(rows)
@@ -132,39 +115,26 @@ def test_missing_files_are_named(tmp_path, monkeypatch):
   monkeypatch.setattr(Viper, 'URL', None)  # no download attempt offline
   _write_tree(tmp_path / 'manual')
   shutil.rmtree(tmp_path / 'manual' / 'VIPeR' / 'cam_b')
-  with pytest.raises(common.MissingFiles) as info:
-    Viper(data_dir=str(tmp_path / 'data')).download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=str(tmp_path / 'manual')))
-  msg = str(info.value)
+  msg = builder_testing.missing_files_message(Viper, tmp_path / 'manual', str(tmp_path / 'data'))
   assert os.path.join(str(tmp_path / 'manual'), 'VIPeR', 'cam_b') + '  <- ' in msg
   assert os.path.join(str(tmp_path / 'manual'), 'VIPeR', 'cam_a') not in msg
   (tmp_path / 'empty').mkdir()
   (tmp_path / 'empty' / 'notes.txt').write_text('nothing here')
-  with pytest.raises(common.MissingFiles) as info:
-    Viper(data_dir=str(tmp_path / 'data')).download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=str(tmp_path / 'empty')))
+  msg = builder_testing.missing_files_message(Viper, tmp_path / 'empty', str(tmp_path / 'data'))
   for cam in ('cam_a', 'cam_b'):
-    assert os.path.join(str(tmp_path / 'empty'), 'VIPeR', cam) + '  <- ' in str(info.value)
+    assert os.path.join(str(tmp_path / 'empty'), 'VIPeR', cam) + '  <- ' in msg
 
 
 def test_download_fallback_when_manual_dir_has_nothing(built, tmp_path, monkeypatch):
   """No files in the manual dir: the public archive is downloaded (faked here) and unpacked."""
-  from fgjax.data.builders import archives
   _write_tree(tmp_path / 'tree')
   served = tmp_path / 'served.zip'
-  with zipfile.ZipFile(served, 'w') as z:
-    for dirpath, _, files in os.walk(tmp_path / 'tree'):
-      for f in files:
-        full = os.path.join(dirpath, f)
-        z.write(full, os.path.relpath(full, tmp_path / 'tree'))
-  urls = []
-  def fake_download(self, url):
-    urls.append(url)
-    dest = os.path.join(str(self.download_dir), 'VIPeR.v1.0.zip')
-    shutil.copy(served, dest)
-    return dest
-  monkeypatch.setattr(archives, 'reachable', lambda url: True)
-  monkeypatch.setattr(tfds.download.DownloadManager, 'download', fake_download)
+  builder_testing.pack(served, tmp_path / 'tree')
+
+  def serve(manager, url):
+    return shutil.copy(served, os.path.join(str(manager.download_dir), 'VIPeR.v1.0.zip'))
+
+  urls = builder_testing.fake_downloads(monkeypatch, serve)
   (tmp_path / 'manual').mkdir()
   (tmp_path / 'manual' / 'notes.txt').write_text('nothing here')
   _, data = _build(tmp_path / 'manual', str(tmp_path / 'data'))

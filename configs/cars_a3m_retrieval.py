@@ -1,20 +1,23 @@
 """A3M fine-grained retrieval on CARS196: train on classes 1-98, Recall@K / NMI on 99-196.
 
 python -m fgjax.data.prepare cars196 --manual_dir=DIR          # once (README "Datasets")
-python -m fgjax.train --config=configs/cars196_retrieval_a3m.py --workdir=DIR \
+python -m fgjax.train --config=configs/cars_a3m_retrieval.py --workdir=DIR \
   --config.model.backbone_pretrained=WEIGHTS/resnet50
+python -m fgjax.train --config=configs/cars_a3m_retrieval.py:variant=official_code ...  # Keras code
 
 No attribute labels: K = 5 attribute branches (the CompCars attribute count; the paper does not
 say how many it used here) learn without supervision ("w/o attr-label"); embedding d = 384.
-Seed 002 reports R@1 80.0. Recipe: fgjax.methods.a3m.a3m_recipe (paper section 4.1.4).
+Seed 002 reports R@1 80.0. Recipe: fgjax.methods.a3m.a3m_recipe (paper section 4.1.4); the
+argument `:variant=official_code` (default `paper`) selects the authors' Keras code's reading and
+its loss weights, dropout and BatchNorm settings.
 """
 
-from fgjax.default_config import get_base_config
+from fgjax.default_config import get_base_config, parse_arg
 from fgjax.methods.a3m import a3m_recipe
 
 
-def get_config():
-  c = a3m_recipe(get_base_config())
+def get_config(arg=None):
+  c = a3m_recipe(get_base_config(), parse_arg(arg, runlocal=None, variant='paper').variant)
   c.dataset.name = 'cars196'
   c.dataset.train_split, c.dataset.eval_split = 'retrieval_train', 'retrieval_test'
   c.dataset.resize_size, c.dataset.image_size = 256, 224

@@ -1,20 +1,23 @@
 """A3M fine-grained retrieval on CUB-200-2011: train on classes 1-100, Recall@K / NMI on 101-200.
 
 python -m fgjax.data.prepare cub2011 --manual_dir=DIR          # once (README "Datasets")
-python -m fgjax.train --config=configs/cub_retrieval_a3m.py --workdir=DIR \
+python -m fgjax.train --config=configs/cub_a3m_retrieval.py --workdir=DIR \
   --config.model.backbone_pretrained=WEIGHTS/resnet50
+python -m fgjax.train --config=configs/cub_a3m_retrieval.py:variant=official_code ...  # Keras code
 
 No attribute labels (paper section 4.1.3): the 28 attribute branches learn without supervision
 ("w/o attr-label"); embedding d = 384 (the paper's 384-d setting); f_final is the embedding.
-Seed 002 reports R@1 61.2. Recipe: fgjax.methods.a3m.a3m_recipe (paper section 4.1.4).
+Seed 002 reports R@1 61.2. Recipe: fgjax.methods.a3m.a3m_recipe (paper section 4.1.4); the
+argument `:variant=official_code` (default `paper`) selects the authors' Keras code's reading and
+its loss weights, dropout and BatchNorm settings.
 """
 
-from fgjax.default_config import get_base_config
+from fgjax.default_config import get_base_config, parse_arg
 from fgjax.methods.a3m import CUB_ATTRIBUTE_GROUPS, a3m_recipe
 
 
-def get_config():
-  c = a3m_recipe(get_base_config())
+def get_config(arg=None):
+  c = a3m_recipe(get_base_config(), parse_arg(arg, runlocal=None, variant='paper').variant)
   c.dataset.name = 'cub2011'
   c.dataset.train_split, c.dataset.eval_split = 'retrieval_train', 'retrieval_test'
   c.dataset.resize_size, c.dataset.image_size = 256, 224

@@ -1,8 +1,9 @@
 """A3M re-identification on Market-1501 (448x224 input, ResNet-50 layer4, d = 512), paper variant.
 
 python -m fgjax.data.prepare market1501 --manual_dir=DIR          # once (README "Datasets")
-python -m fgjax.train --config=configs/market_a3m.py --workdir=DIR \
+python -m fgjax.train --config=configs/market1501_a3m.py --workdir=DIR \
   --config.model.backbone_pretrained=WEIGHTS/resnet50
+python -m fgjax.train --config=configs/market1501_a3m.py:variant=official_code ...  # Keras code
 
 Seed 002 reports R1 86.54 / mAP 68.97 with the 27 attribute annotations of Lin et al. 2017
 (12 groups: gender, hair, sleeve, lower length, lower type, hat, backpack, bag, handbag (2 each),
@@ -10,15 +11,17 @@ age (4), upper colour (8), lower colour (9)). The Market-1501 builder has no att
 this config trains the same 12 attribute branches without them (the paper's "w/o attr-label";
 `attribute_field=''`); with an attribute field in the dataset, set
 --config.model.attribute_field=FIELD. Identity classification in training; CMC / mAP between
-query and gallery in evaluation. Recipe: fgjax.methods.a3m.a3m_recipe (paper section 4.1.4).
+query and gallery in evaluation. Recipe: fgjax.methods.a3m.a3m_recipe (paper section 4.1.4);
+the argument `:variant=official_code` (default `paper`) selects the authors' Keras code's reading
+and its loss weights, dropout and BatchNorm settings.
 """
 
-from fgjax.default_config import get_base_config
+from fgjax.default_config import get_base_config, parse_arg
 from fgjax.methods.a3m import a3m_recipe
 
 
-def get_config():
-  c = a3m_recipe(get_base_config())
+def get_config(arg=None):
+  c = a3m_recipe(get_base_config(), parse_arg(arg, runlocal=None, variant='paper').variant)
   c.dataset.name = 'market1501'
   c.dataset.train_split = 'train'
   c.dataset.eval_split = 'query'

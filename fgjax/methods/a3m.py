@@ -1,12 +1,14 @@
-"""a3m: Attribute-Aware Attention Model (Han et al. 2018, seed 002); model in fgjax/models/a3m.py.
+"""a3m: Attribute-Aware Attention Model (Han, Guo, Zhang & Zhu, ACM MM 2018); the model and its
+settings (`config.model` = the fields of `A3M`) are in fgjax/models/a3m.py.
 
-Loss (eq. 11): L = w_add L_add + alpha L_cat + beta (1/K) sum_k L_k, with
-- 'paper': w_add = 1, alpha = beta = 0.5;
-- 'official_code': w_add = 1, alpha = 0.2 and 0.5/K per attribute (= beta 0.5 on the mean).
-`alpha` / `beta` / `dropout_rate` / `bn_epsilon` / `bn_momentum` < 0 mean "the variant's default"
-(`resolved_model_config`). Ablations: 'baseline1' trains only L_cat (the category branch is the
-whole model); 'no_attr_label' drops the L_k terms (beta = 0); `attribute_field=''` (no attribute
-labels: retrieval, Market-1501 without the Lin et al. annotations) also drops them.
+Loss (eq. 11): L = L_add + alpha L_cat + beta (1/K) sum_k L_k, with (`VARIANT_DEFAULTS`)
+- 'paper': alpha = beta = 0.5 (the module's defaults);
+- 'official_code': alpha = 0.2 and 0.5/K per attribute (= beta 0.5 on the mean).
+A variant's values are written into config.model when the config is made (`a3m_recipe`,
+`variant_model_config`; the a3m config files' argument `:variant=official_code`), so config.json
+records what ran. Ablations: 'baseline1' trains only L_cat (the category branch is the whole
+model); 'no_attr_label' drops the L_k terms (beta = 0); `attribute_field=''` (no attribute labels:
+retrieval, Market-1501 without the Lin et al. annotations) also drops them.
 
 Attribute labels: `batch[attribute_field]` holds one class index per group (K,); entries < 0
 (unknown, e.g. CompCars models without a row) are left out of that group's mean.
@@ -22,13 +24,14 @@ import ml_collections
 import numpy as np
 import optax
 
-from fgjax import losses
+from fgjax import default_config, losses
 from fgjax.data import augment
-from fgjax.methods import (Method, backbone_kwargs, check_backbone_layer, check_pretrained,
-                           compute_dtype, register)
-from fgjax.models import backbones as backbones_lib
+from fgjax.methods.common import Method, backbone_pretrained, check_backbone
+from fgjax.models.a3m import A3M, VARIANTS, split_attribute_logits
 from fgjax.visualisation import panels
 
+# The values each variant sets (`variant_model_config`). They are also what fgjax before 2026-12
+# resolved its placeholder -1 to (`migrate_model_config`): change neither.
 VARIANT_DEFAULTS = {
     'paper': {'alpha': 0.5, 'beta': 0.5, 'dropout_rate': 0.0, 'bn_epsilon': 1e-3,
               'bn_momentum': 0.99},
@@ -37,77 +40,26 @@ VARIANT_DEFAULTS = {
 }
 
 
-def _model_config() -> ml_collections.ConfigDict:
-  m = ml_collections.ConfigDict()
-  m.backbone = 'small_cnn'
-  m.layer = 'conv4'
-  m.backbone_kwargs = ml_collections.ConfigDict()
-  m.backbone_pretrained = ''  # weight directory from `python -m fgjax.pretrained convert`
-  m.allow_random_init = False
-  m.embed_dim = 512  # d
-  m.variant = 'paper'  # 'paper' | 'official_code'
-  # 'none' | 'baseline1' | 'baseline2' | 'att1' | 'att2' | 'no_attr_label' (fgjax/models/a3m.py)
-  m.ablation = 'none'
-  m.region_pool = 'max'  # 'max' (paper) | 'mean' over the K attribute-guided maps
-  m.uniform_weight = 1.0  # the ablations' equal attention weight
-  m.branch_batchnorm = False  # 'paper': BN between 1x1 conv and ReLU (the official code has one)
-  # Attribute groups: the dataset field with one class index per group ('' = no attribute labels)
-  # and the number of classes of each group (K = len). synthetic_parts: 3 groups x 3 variants.
-  m.attribute_field = 'attributes'
-  m.attribute_classes = (3, 3, 3)
-  m.alpha = -1.0  # L_cat weight (< 0: variant default)
-  m.beta = -1.0  # weight of the mean attribute loss (< 0: variant default)
-  m.dropout_rate = -1.0
-  m.bn_epsilon = -1.0
-  m.bn_momentum = -1.0
-  m.label_smoothing = 0.0
-  return m
-
-
-def resolved_model_config(config) -> dict:
-  """config.model as a dict with the variant defaults filled in for fields < 0."""
-  m = dict(config.model)
-  for k, v in VARIANT_DEFAULTS[m['variant']].items():
-    if m[k] < 0:
-      m[k] = v
-  return m
-
-
-def _build(config, meta):
-  from fgjax.models.a3m import A3M  # pylint: disable=g-import-not-at-top
-  m, dtype = resolved_model_config(config), compute_dtype(config)
-  backbone = backbones_lib.get_backbone(
-      m['backbone'], **backbone_kwargs(config, 'backbone', 'backbone_pretrained', dtype))
-  return A3M(num_classes=meta.num_classes, backbone=backbone, layer=m['layer'],
-             attribute_classes=tuple(int(c) for c in m['attribute_classes']),
-             embed_dim=m['embed_dim'], variant=m['variant'], ablation=m['ablation'],
-             region_pool=m['region_pool'], uniform_weight=m['uniform_weight'],
-             branch_batchnorm=m['branch_batchnorm'], dropout_rate=m['dropout_rate'],
-             bn_epsilon=m['bn_epsilon'], bn_momentum=m['bn_momentum'], dtype=dtype)
+def migrate_model_config(model: dict) -> list[str]:
+  """`Method.migrate_model_config`: fgjax before 2026-12 wrote -1.0 for alpha / beta /
+  dropout_rate / bn_epsilon / bn_momentum, meaning "the variant's default", and resolved it when
+  building the model; this writes the value that was used instead."""
+  variant = model.get('variant', 'paper')
+  if variant not in VARIANT_DEFAULTS:
+    return []  # the model's own check names the valid variants
+  messages = []
+  for field, value in VARIANT_DEFAULTS[variant].items():
+    if field in model and model[field] < 0:
+      messages.append(f"config.model.{field}: {model[field]!r} (the variant's default in fgjax "
+                      f'before 2026-12) -> {value!r}')
+      model[field] = value
+  return messages
 
 
 def _check(config):
-  from fgjax.models import a3m as a3m_model  # pylint: disable=g-import-not-at-top
-  m = config.model
-  check_backbone_layer(config, 'backbone', 'layer', 1)
-  check_pretrained(config, 'backbone', 'backbone_pretrained')
-  for field, valid in (('variant', a3m_model.VARIANTS), ('ablation', a3m_model.ABLATIONS),
-                       ('region_pool', a3m_model.REGION_POOLS)):
-    if m[field] not in valid:
-      raise ValueError(f'config.model.{field} must be one of {", ".join(valid)}, got {m[field]!r}')
-  if not m.attribute_classes or any(int(c) < 1 for c in m.attribute_classes):
-    raise ValueError('config.model.attribute_classes must be a non-empty tuple of class counts '
-                     f'>= 1 (one per attribute group), got {m.attribute_classes!r}')
-  if m.embed_dim < 1:
-    raise ValueError(f'config.model.embed_dim must be >= 1, got {m.embed_dim}')
-  if m.attribute_field not in ('', 'attributes', 'attribute_groups', 'attribute_classes'):
-    raise ValueError("config.model.attribute_field must be '' (no attribute labels) or a dataset "
-                     "field with one class index per group: 'attributes' (synthetic_parts), "
-                     "'attribute_groups' (cub2011), 'attribute_classes' (compcars); got "
-                     f'{m.attribute_field!r}')
-  if m.variant == 'official_code' and m.region_pool != 'max':
-    raise ValueError("config.model.region_pool is a 'paper' option; variant='official_code' "
-                     "averages the raw scores V a_k (leave region_pool='max')")
+  """The backbone's layer at the dataset's input size and its weights (the model's own fields are
+  checked by `A3M.__post_init__`)."""
+  check_backbone(config, min_grid=1)
 
 
 def _uses_attribute_loss(m: dict) -> bool:
@@ -123,8 +75,7 @@ def _masked_ce(logits, labels):
 
 def loss_fn(outputs, batch, config):
   """Eq. 11 (see the module docstring for the weights)."""
-  from fgjax.models.a3m import split_attribute_logits  # pylint: disable=g-import-not-at-top
-  m = resolved_model_config(config)
+  m = config.model
   labels, ls = batch['label'], m['label_smoothing']
   l_add = losses.cross_entropy(outputs['logits'], labels, ls)
   metrics = {'accuracy': losses.accuracy(outputs['logits'], labels)}
@@ -157,8 +108,7 @@ def predict_fn(outputs):
 
 def eval_metrics(gathered, config) -> dict:
   """Per-group attribute accuracy over the split (labels < 0 left out), and their mean."""
-  from fgjax.models.a3m import split_attribute_logits  # pylint: disable=g-import-not-at-top
-  m = resolved_model_config(config)
+  m = config.model
   if m['ablation'] == 'baseline1' or not m['attribute_field']:
     return {}
   field = m['attribute_field']
@@ -189,11 +139,6 @@ def _eval_batch_keys(config) -> tuple[str, ...]:
   return (config.model.attribute_field,) if config.model.attribute_field else ()
 
 
-def _pretrained(config):
-  return [(config.model.backbone_pretrained, 'backbone/')] if config.model.backbone_pretrained \
-      else []
-
-
 def attention_panels(outputs, index, config, options):
   """The attribute-guided attention: m (eq. 5 aggregated: max or mean over k; 'official_code':
   sigmoid(BN(mean_k V a_k))) and one panel per attribute group k with m_k = sigmoid(V a_k) (eq. 5;
@@ -202,8 +147,7 @@ def attention_panels(outputs, index, config, options):
   branch's 1x1 conv output after [BN and] ReLU) is captured by predict (`capture`). The locations
   (flattened in the model) are laid out on the grid whose aspect is the input's."""
   del options
-  from fgjax.models.a3m import split_attribute_logits  # pylint: disable=g-import-not-at-top
-  m = resolved_model_config(config)
+  m = config.model
   if m['ablation'] == 'baseline1':
     return [panels.Panel(title='a3m ablation baseline1', note='no attribute branches:\n'
                            'no attention maps in this model')]
@@ -235,15 +179,27 @@ def attention_panels(outputs, index, config, options):
   return out
 
 
-register(Method(
-    name='a3m', build_model=_build, loss_fn=loss_fn, predict_fn=predict_fn,
-    default_model_config=_model_config, check_config=_check,
-    batch_keys=batch_keys_for, pretrained=_pretrained,
+METHOD = Method(
+    name='a3m', model=A3M, loss_fn=loss_fn, predict_fn=predict_fn, check_config=_check,
+    batch_keys=batch_keys_for, pretrained=backbone_pretrained,
     description='attribute-aware attention: category + K attribute branches, attribute-guided '
                 'and category-guided attention (Han et al. 2018)',
     eval_outputs=('attribute_logits',), eval_batch_keys=_eval_batch_keys,
     eval_metrics=eval_metrics, attention_panels=attention_panels,
-    panel_captures=('category_conv', 'category_conv_bn')))
+    panel_captures=('category_conv', 'category_conv_bn'),
+    migrate_model_config=migrate_model_config)
+
+
+def variant_model_config(variant: str = 'paper') -> ml_collections.ConfigDict:
+  """`config.model` with the module's defaults and `variant`'s values (`VARIANT_DEFAULTS`: loss
+  weights alpha / beta, dropout_rate, bn_epsilon, bn_momentum)."""
+  if variant not in VARIANTS:
+    raise ValueError(f'a3m variant must be one of {", ".join(VARIANTS)} (config argument '
+                     f':variant=...), got {variant!r}')
+  m = METHOD.default_model_config()
+  m.variant = variant
+  m.update(VARIANT_DEFAULTS[variant])
+  return m
 
 
 # The official code's CUB attribute groups (class 0 = none + the group's values; sum 340), which
@@ -252,22 +208,19 @@ CUB_ATTRIBUTE_GROUPS = (10, 16, 16, 16, 5, 16, 7, 16, 12, 16, 16, 15, 4, 16, 16,
                         5, 5, 5, 16, 16, 16, 16, 5)
 
 
-def a3m_recipe(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Seed 002 section 4.1.4 on real data: ResNet-50 layer4 (ImageNet weights), d = 512, SGD
-  momentum 0.9, weight decay 5e-4, lr 0.001 for 50 epochs then 0.0001 for the last 10, batch 32,
-  random crop + flip. Datasets and input sizes are set by the config files."""
+def a3m_recipe(c: ml_collections.ConfigDict, variant: str = 'paper') -> ml_collections.ConfigDict:
+  """Han et al. 2018, section 4.1.4, on real data: ResNet-50 layer4 (ImageNet weights), d = 512,
+  SGD momentum 0.9, weight decay 5e-4, lr 0.001 for 50 epochs then 0.0001 for the last 10, batch
+  32, random crop + flip. `variant` ('paper' | 'official_code') selects the model reading and
+  writes its loss weights, dropout and BatchNorm settings into config.model
+  (`variant_model_config`). Datasets and input sizes are set by the config files."""
   c.method = 'a3m'
-  c.model = _model_config()
+  c.model = variant_model_config(variant)
   c.model.backbone, c.model.layer = 'resnet50', 'layer4'
   c.dataset.resize = 'fixed'
   c.dataset.random_crop = True
   c.dataset.hflip = True
-  c.optim.optimizer = 'sgd'
-  c.optim.learning_rate = 0.001
-  c.optim.momentum = 0.9
-  c.optim.nesterov = False
-  c.optim.weight_decay = 5e-4
-  c.optim.schedule = 'step'
+  default_config.sgd(c, 0.001, weight_decay=5e-4, schedule='step')
   c.optim.decay_epochs = (50.0,)
   c.optim.decay_factor = 0.1
   c.train.num_epochs = 60.0

@@ -1,4 +1,5 @@
-"""A3M: Attribute-Aware Attention Model (Han et al., ACM MM 2018; seed 002), as a Flax Linen module.
+"""A3M: Attribute-Aware Attention Model (Han, Guo, Zhang & Zhu, ACM MM 2018, "Attribute-Aware
+Attention Model for Fine-grained Representation Learning"), as a Flax Linen module.
 
 Two readings of the model live here, chosen by `variant`:
 
@@ -22,7 +23,8 @@ ReLU, its pooled vector -> BN -> ReLU -> Dropout; e = mean_k V a_k, m = sigmoid(
 per-location BN; f_region = BN(V^T m / L); s = sigmoid(BN(A^T v)); f_attr = BN(R s / K) where R is
 the row-major reshape of the (K, d) stack to (d, K) (NOT the matrix whose columns are the a_k);
 h = ReLU(concat[f_attr, f_region]) (`features`, 2d) -> Dropout -> classifier. BN eps 1e-3,
-momentum 0.99 (Keras), dropout 0.5 (set by the method's defaults).
+momentum 0.99 (Keras), dropout 0.5: the fields `bn_epsilon`, `bn_momentum`, `dropout_rate`, whose
+defaults are the paper's; the a3m configs' argument `:variant=official_code` writes the code's.
 
 Ablations (`ablation`, paper section 4.2 / Figure 5):
 - 'none': the full model;
@@ -45,49 +47,115 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fgjax.models import backbones as backbones_lib
+
 VARIANTS = ('paper', 'official_code')
 ABLATIONS = ('none', 'baseline1', 'baseline2', 'att1', 'att2', 'no_attr_label')
 REGION_POOLS = ('max', 'mean')
+ATTRIBUTE_FIELDS = ('', 'attributes', 'attribute_groups', 'attribute_classes')
 
 
 class A3M(nn.Module):
-  """Attributes:
-    num_classes: category classes (C^(category)).
-    backbone: a backbone module (`apply` -> {'features': {layer: NHWC}}).
-    layer: the backbone map used as the shared CNN output.
+  """The A3M model; its fields are the method's settings (`config.model`, fgjax/methods/a3m.py).
+
+  Attributes:
+    num_classes: category classes (C^(category)); the dataset's.
+    backbone: the shared CNN: a registered backbone name (`fgjax.models.backbones`), or a module
+      instance (tests, benchmarks), bound under the name `backbone`; `apply` returns
+      {'features': {layer: NHWC map}}.
+    layer: key of the backbone's feature dict used as the shared CNN output.
+    backbone_kwargs: constructor arguments of the backbone (e.g. widths).
+    backbone_pretrained: weight directory from `python -m fgjax.pretrained convert` (its input
+      preprocessing comes with it; the trainer loads the weights, `Method.pretrained`).
+    allow_random_init: ImageNet backbones without weights are a config error unless True (read by
+      the config check, not by `__call__`).
+    embed_dim: d, the width of every branch (512; 384 in the paper's retrieval setting).
+    variant: 'paper' | 'official_code' (module docstring). The variant's loss weights, dropout and
+      BatchNorm settings are separate fields (alpha, beta, dropout_rate, bn_epsilon, bn_momentum),
+      written by the a3m configs' argument `:variant=official_code` (`a3m_recipe`); setting only
+      `variant` keeps the other fields' values.
+    ablation: one of ABLATIONS (module docstring).
+    region_pool: 'max' (paper eq. 5 text) | 'mean' over the K attribute-guided maps ('paper'
+      only: 'official_code' averages the raw scores V a_k and needs 'max' left as is).
+    uniform_weight: the ablations' equal attention weight (1: f_region = mean_l V = v and
+      f_attr = mean_k a_k).
+    branch_batchnorm: 'paper' variant: BatchNorm between each 1x1 conv and its ReLU (the paper
+      says nothing; the official code has one). 'official_code' always has it.
+    attribute_field: the dataset field with one class index per attribute group (entries < 0:
+      unknown, left out of the loss), one of ATTRIBUTE_FIELDS: 'attributes' (synthetic_parts),
+      'attribute_groups' (cub2011), 'attribute_classes' (compcars), or '' for no attribute labels
+      (retrieval, Market-1501 without the Lin et al. annotations; the L_k terms are dropped).
+      Read by the loss and the evaluation, not by `__call__`.
     attribute_classes: C^(k) for each of the K attribute groups (K = len); with no attribute
       labels (retrieval, "w/o attr-label") the classifiers of the groups still exist but are not
       trained.
-    embed_dim: d.
-    variant: 'paper' | 'official_code' (module docstring).
-    ablation: one of ABLATIONS (module docstring).
-    region_pool: 'max' (paper eq. 5 text) | 'mean' over the K attribute-guided maps ('paper' only).
-    uniform_weight: the equal attention weight of the ablations.
-    branch_batchnorm: 'paper' variant: BatchNorm between each 1x1 conv and its ReLU (the paper
-      says nothing; the official code has one). 'official_code' always has it.
-    dropout_rate: dropout on pooled vectors (v, a_k) and on the final feature; needs a 'dropout'
-      rng in training when > 0.
-    bn_epsilon, bn_momentum: the head's BatchNorms (Keras: 1e-3, 0.99).
+    alpha: weight of the category loss L_cat in eq. 11 (paper 0.5; the official code 0.2). Read
+      by the loss.
+    beta: weight of the mean attribute loss (1/K) sum_k L_k in eq. 11 (0.5 in both readings: the
+      official code weights each L_k by 0.5/K). Read by the loss.
+    dropout_rate: dropout on the pooled vectors (v, a_k) and, in 'official_code', on the final
+      feature (paper 0; official code 0.5); needs a 'dropout' rng in training when > 0.
+    bn_epsilon, bn_momentum: the head's BatchNorms (Keras: 1e-3, 0.99; both variants).
+    label_smoothing: of the category and final cross-entropies (read by the loss).
     dtype: compute dtype; params stay float32, logits are returned in float32.
   """
   num_classes: int
-  backbone: nn.Module
-  layer: str
-  attribute_classes: Sequence[int] = (3, 3, 3)
+  backbone: Any = 'small_cnn'
+  layer: str = 'conv4'
+  backbone_kwargs: Any = flax.core.FrozenDict()
+  backbone_pretrained: str = ''
+  allow_random_init: bool = False
   embed_dim: int = 512
   variant: str = 'paper'
   ablation: str = 'none'
   region_pool: str = 'max'
   uniform_weight: float = 1.0
   branch_batchnorm: bool = False
+  attribute_field: str = 'attributes'
+  attribute_classes: Sequence[int] = (3, 3, 3)
+  alpha: float = 0.5
+  beta: float = 0.5
   dropout_rate: float = 0.0
   bn_epsilon: float = 1e-3
   bn_momentum: float = 0.99
+  label_smoothing: float = 0.0
   dtype: Any = jnp.float32
+
+  def __post_init__(self):
+    for field, valid in (('variant', VARIANTS), ('ablation', ABLATIONS),
+                         ('region_pool', REGION_POOLS)):
+      if getattr(self, field) not in valid:
+        raise ValueError(f'config.model.{field} must be one of {", ".join(valid)}, got '
+                         f'{getattr(self, field)!r}')
+    if self.variant == 'official_code' and self.region_pool != 'max':
+      raise ValueError("config.model.region_pool is a 'paper' option; variant='official_code' "
+                       "averages the raw scores V a_k (leave region_pool='max')")
+    if not self.attribute_classes or any(int(c) < 1 for c in self.attribute_classes):
+      raise ValueError('config.model.attribute_classes must be a non-empty tuple of class counts '
+                       f'>= 1 (one per attribute group), got {self.attribute_classes!r}')
+    if self.embed_dim < 1:
+      raise ValueError(f'config.model.embed_dim must be >= 1, got {self.embed_dim}')
+    if self.attribute_field not in ATTRIBUTE_FIELDS:
+      raise ValueError("config.model.attribute_field must be '' (no attribute labels) or a "
+                       "dataset field with one class index per group: 'attributes' "
+                       "(synthetic_parts), 'attribute_groups' (cub2011), 'attribute_classes' "
+                       f'(compcars); got {self.attribute_field!r}')
+    for field in ('alpha', 'beta', 'dropout_rate', 'bn_epsilon', 'bn_momentum'):
+      if getattr(self, field) < 0:
+        raise ValueError(
+            f'config.model.{field} must be >= 0, got {getattr(self, field)!r} (fgjax before '
+            '2026-12 read -1 as "the variant\'s default"; a config file\'s `:variant=...` '
+            'argument now writes the values)')
+    if self.dropout_rate >= 1:
+      raise ValueError(f'config.model.dropout_rate must be < 1, got {self.dropout_rate!r}')
+    if self.bn_momentum > 1:
+      raise ValueError(f'config.model.bn_momentum must be <= 1, got {self.bn_momentum!r}')
+    super().__post_init__()
 
   def _bn(self, name, train):
     return nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
@@ -106,13 +174,16 @@ class A3M(nn.Module):
     g = nn.Dropout(self.dropout_rate, deterministic=not train)(g)
     return u, g
 
+  def _backbone(self) -> nn.Module:
+    if isinstance(self.backbone, nn.Module):  # a module field: already bound as `backbone`
+      return self.backbone
+    return backbones_lib.build(self.backbone, kwargs=self.backbone_kwargs,
+                               pretrained=self.backbone_pretrained, dtype=self.dtype,
+                               name='backbone')
+
   @nn.compact
   def __call__(self, images, train: bool = False):
-    if self.variant not in VARIANTS:
-      raise ValueError(f'variant must be one of {VARIANTS}, got {self.variant!r}')
-    if self.ablation not in ABLATIONS:
-      raise ValueError(f'ablation must be one of {ABLATIONS}, got {self.ablation!r}')
-    fmap = self.backbone(images, train=train)['features'][self.layer]
+    fmap = self._backbone()(images, train=train)['features'][self.layer]
     n, h, w, c = fmap.shape
     x = fmap.reshape(n, h * w, c).astype(self.dtype)  # x[b, l] = F[b, l // w, l % w]
     big_v, v = self._branch('category', x, train)  # V (N, L, d), v (N, d)

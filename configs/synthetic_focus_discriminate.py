@@ -12,27 +12,25 @@ m = 6 regions, l = 4 in the hybrid feature. Arguments (after ':'):
   image_only   no regions at all: image classifier alone (GAP + FC baseline)
 """
 
-from fgjax import methods
-from fgjax.default_config import get_base_config, synthetic_cpu_recipe
+from fgjax.default_config import get_base_config, parse_arg, synthetic_cpu_recipe
+from fgjax.methods.focus_discriminate import METHOD
 
 
 def get_config(arg=None):
+  arg = parse_arg(arg, image_level=False, single_cam=False, image_only=False)
   c = synthetic_cpu_recipe(get_base_config())
   c.method = 'focus_discriminate'
-  c.model = methods.get(c.method).default_model_config()
+  c.model = METHOD.default_model_config()
   c.model.backbone = 'small_cnn'
   c.model.layer = 'conv4'
   c.optim.lr_multipliers = {}
   # 15 epochs of 75 steps (batch 32), the synthetic recipe's budget: 4.5-5 minutes measured on 2
   # CPU cores shared with one other training run (results: docs/methods/focus_discriminate.md).
   c.train.num_epochs = 15.0
-  if arg == 'image_level':
+  if arg.image_level or arg.image_only:
     c.model.use_hybrid = False
-  elif arg == 'single_cam':
-    c.model.attention = 'single_cam'
-  elif arg == 'image_only':
-    c.model.use_hybrid = False
+  if arg.image_only:
     c.model.use_regions = False
-  elif arg:
-    raise ValueError(f"unknown argument {arg!r}; valid: 'image_level', 'single_cam', 'image_only'")
+  if arg.single_cam:
+    c.model.attention = 'single_cam'
   return c

@@ -1,6 +1,6 @@
-"""focus_discriminate (Feng, Fu & Zhao 2019, seed 004): CAM attention, NTS-Net anchors + NMS,
-zoomed regions through the shared backbone, hybrid classifier
-(model: fgjax.models.focus_discriminate).
+"""focus_discriminate (Feng, Fu & Zhao 2019, "Learning to Focus and Discriminate"): CAM attention,
+NTS-Net anchors + NMS, zoomed regions through the shared backbone, hybrid classifier (model and its
+settings, `config.model.*`: fgjax.models.focus_discriminate.FocusDiscriminate).
 
 Loss (section 3.3, "softmax losses for all the classification modules"):
   L = CE(image logits) + mean_r CE(region r logits) + CE(hybrid logits), every region labelled with
@@ -8,9 +8,10 @@ Loss (section 3.3, "softmax losses for all the classification modules"):
   ablation), `use_regions=False` the last two (plain GAP+FC baseline).
 
 Geometry: the paper's 448 input / 224 zoomed regions / padding 224 / anchors at 448 scale
-proportionally when `geometry_scale`, `pad` and `region_size` are 0 (auto): s = min(H, W) / 448,
-anchors = the 448 set times s (fgjax.ops.anchors), pad = region_size = round(224 s). At 448 this is
-exactly NTS-Net; at the CPU-sized 64x64 it is s = 1/7, 32-px regions and padding.
+proportionally when `geometry_scale`, `pad` and `region_size` are 0 (auto; the rule is
+`FocusDiscriminate.geometry`): s = min(H, W) / 448, anchors = the 448 set times s
+(fgjax.ops.anchors), pad = region_size = round(224 s). At 448 this is exactly NTS-Net; at the
+CPU-sized 64x64 it is s = 1/7, 32-px regions and padding.
 
 Evaluation extra (classification protocol): with the dataset's `bbox` (normalised ymin, xmin,
 ymax, xmax of the object in the evaluated image), the top-1 region (first NMS pick) clipped to the
@@ -25,79 +26,24 @@ image is compared with the object box:
 
 from __future__ import annotations
 
+import types
+
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from fgjax import losses
+from fgjax import default_config, losses
 from fgjax.data import augment
-from fgjax.methods import (Method, backbone_kwargs, check_backbone_layer, check_pretrained,
-                           compute_dtype, register)
+from fgjax.methods.common import Method, check_backbone
 from fgjax.models import backbones as backbones_lib
+from fgjax.models.focus_discriminate import FocusDiscriminate
 from fgjax.visualisation import panels
 
-ATTENTIONS = ('max_cam', 'single_cam')
-ANCHOR_SCORES = ('mean_full', 'mean_inside')
-SMOOTHING_MODES = ('reflect', 'nearest', 'mirror', 'constant')
-PAD_VALUES = ('mean', 'zero')
-REGION_BNS = ('separate', 'shared')
 
-
-def default_model_config() -> ml_collections.ConfigDict:
-  m = ml_collections.ConfigDict()
-  m.backbone = 'small_cnn'
-  m.layer = 'conv4'
-  m.backbone_kwargs = ml_collections.ConfigDict()
-  m.backbone_pretrained = ''  # weight directory from `python -m fgjax.pretrained convert`
-  m.allow_random_init = False
-  m.geometry_scale = 0.0  # anchors' stride/size factor; 0 = min(H, W) / 448
-  m.pad = 0  # zero padding of the image for the crops (px); 0 = round(224 * scale)
-  m.region_size = 0  # zoomed region side (px); 0 = round(224 * scale)
-  m.num_regions = 6  # m
-  m.num_hybrid = 4  # l
-  m.nms_iou = 0.25
-  m.attention = 'max_cam'  # 'max_cam' (eq. 2) | 'single_cam' (ablation)
-  m.sigma = 1.0  # Gaussian smoothing of M in feature cells (paper: unspecified); 0 = off
-  m.smoothing_truncate = 4.0
-  m.smoothing_mode = 'nearest'
-  m.anchor_score = 'mean_full'  # 'mean_full' | 'mean_inside'
-  m.pad_value = 'mean'  # 'mean' (NTS-Net: 0 after normalisation) | 'zero' (black)
-  m.align_corners = True  # NTS-Net's F.interpolate(..., align_corners=True)
-  m.use_regions = True
-  m.use_hybrid = True  # False: the paper's "image level only" ablation
-  m.region_bn = 'separate'  # 'separate' | 'shared' BatchNorm running statistics (model docstring)
-  # Dropout on the pooled image/region features (training only). The paper has none; NTS-Net's
-  # resnet.py uses 0.5 (docs/methods/focus_discriminate.md: it cost accuracy on synthetic_parts).
-  m.feature_dropout = 0.0
-  m.overlap_threshold = 0.5  # eval: intersection / region area for `top1_region_on_object`
-  m.label_smoothing = 0.0
-  return m
-
-
-def geometry(config) -> tuple[tuple[int, int], float, int, int]:
-  """(input (H, W), anchor geometry scale, pad, region size) with the auto rules applied."""
-  h, w = augment.input_hw(config.dataset)
-  m = config.model
-  scale = m.geometry_scale or min(h, w) / 448
-  auto = max(1, int(round(224 * min(h, w) / 448)))
-  return (h, w), float(scale), int(m.pad or auto), int(m.region_size or auto)
-
-
-def build_model(config, meta):
-  # pylint: disable-next=g-import-not-at-top
-  from fgjax.models.focus_discriminate import FocusDiscriminate
-  m, dtype = config.model, compute_dtype(config)
-  backbone = backbones_lib.get_backbone(
-      m.backbone, **backbone_kwargs(config, 'backbone', 'backbone_pretrained', dtype))
-  input_hw, scale, pad, region = geometry(config)
-  return FocusDiscriminate(
-      num_classes=meta.num_classes, backbone=backbone, layer=m.layer, input_hw=input_hw,
-      geometry_scale=scale, pad=pad, region_size=region, num_regions=m.num_regions,
-      num_hybrid=m.num_hybrid, nms_iou=m.nms_iou, attention=m.attention, sigma=m.sigma,
-      smoothing_truncate=m.smoothing_truncate, smoothing_mode=m.smoothing_mode,
-      anchor_score=m.anchor_score, pad_value=m.pad_value, align_corners=m.align_corners,
-      use_regions=m.use_regions, use_hybrid=m.use_hybrid, region_bn=m.region_bn,
-      feature_dropout=m.feature_dropout, dtype=dtype)
+def configured_model(config) -> FocusDiscriminate:
+  """The FocusDiscriminate of `config` (one class: for its geometry and anchors, not to train);
+  constructing it runs the module's value checks."""
+  return METHOD.build_model(config, types.SimpleNamespace(num_classes=1))
 
 
 def loss_fn(outputs, batch, config):
@@ -165,11 +111,7 @@ def eval_metrics(gathered: dict, config) -> dict:
   top1 = clip(np.asarray(gathered['boxes'], np.float64)[:, :1])
   frac, iou = _overlaps(top1, obj)
   thr = config.model.overlap_threshold
-  # pylint: disable-next=g-import-not-at-top
-  from fgjax.models.focus_discriminate import FocusDiscriminate
-  _, scale, pad, _ = geometry(config)
-  anchors = FocusDiscriminate(num_classes=1, backbone=None, layer='', input_hw=(h, w),
-                              geometry_scale=scale, pad=pad).integer_boxes()
+  anchors = configured_model(config).integer_boxes()
   anchors = clip(np.broadcast_to(anchors.astype(np.float64), (len(obj),) + anchors.shape))
   chance, _ = _overlaps(anchors, obj)
   return {**branches, 'top1_region_on_object': float(np.mean(frac[:, 0] >= thr)),
@@ -179,45 +121,15 @@ def eval_metrics(gathered: dict, config) -> dict:
 
 
 def check_config(config):
-  m = config.model
-  check_backbone_layer(config, 'backbone', 'layer', 1)
-  check_pretrained(config, 'backbone', 'backbone_pretrained')
-  for field, valid in (('attention', ATTENTIONS), ('anchor_score', ANCHOR_SCORES),
-                       ('smoothing_mode', SMOOTHING_MODES), ('pad_value', PAD_VALUES),
-                       ('region_bn', REGION_BNS)):
-    if m[field] not in valid:
-      raise ValueError(f'config.model.{field} must be one of {", ".join(valid)}, got {m[field]!r}')
-  if m.num_regions < 1:
-    raise ValueError(f'config.model.num_regions must be >= 1, got {m.num_regions}')
-  if m.use_hybrid and not 1 <= m.num_hybrid <= m.num_regions:
-    raise ValueError(f'config.model.num_hybrid must be in [1, num_regions={m.num_regions}], '
-                     f'got {m.num_hybrid}')
-  if m.use_hybrid and not m.use_regions:
-    raise ValueError('config.model.use_hybrid=True needs config.model.use_regions=True (the '
-                     'hybrid feature concatenates region features)')
-  if not 0 < m.nms_iou:
-    raise ValueError(f'config.model.nms_iou must be > 0, got {m.nms_iou}')
-  if m.sigma < 0 or m.geometry_scale < 0 or m.pad < 0 or m.region_size < 0:
-    raise ValueError('config.model.sigma, geometry_scale, pad and region_size must be >= 0')
-  if not 0 <= m.feature_dropout < 1:
-    raise ValueError(f'config.model.feature_dropout must be in [0, 1), got {m.feature_dropout}')
-  if not 0 < m.overlap_threshold <= 1:
-    raise ValueError(f'config.model.overlap_threshold must be in (0, 1], got '
-                     f'{m.overlap_threshold}')
-  input_hw, scale, pad, region = geometry(config)
-  from fgjax.ops import anchors as anchors_lib  # pylint: disable=g-import-not-at-top
-  _, edge = anchors_lib.nts_default_anchors(input_hw, scale)
-  n = len(edge)
-  if m.num_regions > n:
-    raise ValueError(f'config.model.num_regions={m.num_regions} exceeds the {n} anchors')
-  lowest = float(min(edge[:, 0].min(), edge[:, 1].min()))
-  if pad + lowest < 0:
-    raise ValueError(f'config.model.pad={pad} is too small: anchors start at {lowest:.1f} px '
-                     f'(NTS-Net pads by 224 at 448)')
-  kwargs = m.get('backbone_kwargs', {})
-  stride = dict(backbones_lib.get_backbone(m.backbone, **kwargs).feature_strides)[m.layer]
-  if m.use_regions and region < stride:
-    raise ValueError(f'config.model.region_size={region} gives no {m.layer} cell at stride '
+  """The backbone and layer exist, its weights match it (`check_backbone`), the module's own value
+  checks (`FocusDiscriminate.__post_init__`), and the zoomed regions hold a feature cell."""
+  check_backbone(config)
+  model = configured_model(config)
+  region = model.geometry().region_size
+  net = backbones_lib.get_backbone(model.backbone, **model.backbone_kwargs)
+  stride = dict(net.feature_strides)[model.layer]
+  if model.use_regions and region < stride:
+    raise ValueError(f'config.model.region_size={region} gives no {model.layer} cell at stride '
                      f'{stride}; raise it to >= {stride}')
 
 
@@ -241,7 +153,7 @@ def attention_panels(outputs, index, config, options):
   pixel edges in the model input (unpadded frame; anchors may extend past the image)."""
   del options
   m = config.model
-  hw, _, _, _ = geometry(config)
+  hw = augment.input_hw(config.dataset)
   att = np.asarray(outputs['attention'][index], np.float64)
   top = int(m.num_hybrid)
   boxes = panels.normalised_boxes(np.asarray(outputs['boxes'][index])[:top], hw)
@@ -252,14 +164,13 @@ def attention_panels(outputs, index, config, options):
                          boxes=boxes, ranked=True)]
 
 
-register(Method(
-    name='focus_discriminate', build_model=build_model, loss_fn=loss_fn, predict_fn=predict_fn,
-    default_model_config=default_model_config, check_config=check_config,
-    batch_keys=('image', 'label'), pretrained=pretrained,
+METHOD = Method(
+    name='focus_discriminate', model=FocusDiscriminate, loss_fn=loss_fn, predict_fn=predict_fn,
+    check_config=check_config, batch_keys=('image', 'label'), pretrained=pretrained,
     description='CAM attention -> NTS-Net anchors + NMS -> zoomed regions -> hybrid classifier',
     eval_outputs=('boxes', 'image_logits', 'region_logits'), eval_batch_keys=('bbox',),
     eval_metrics=eval_metrics,
-    train_inputs=(('labels', 'label'),), attention_panels=attention_panels))
+    train_inputs=(('labels', 'label'),), attention_panels=attention_panels)
 
 
 def paper_recipe(c: ml_collections.ConfigDict, runlocal: bool = False) -> ml_collections.ConfigDict:
@@ -272,19 +183,14 @@ def paper_recipe(c: ml_collections.ConfigDict, runlocal: bool = False) -> ml_col
   1/7, batch 8, 0.05 epochs); for smoke tests on the real data only.
   """
   c.method = 'focus_discriminate'
-  c.model = default_model_config()
+  c.model = METHOD.default_model_config()
   c.model.backbone, c.model.layer = 'resnet50', 'layer4'
   c.dataset.resize = 'fixed'
   c.dataset.resize_size = 600
   c.dataset.image_size = 448
   c.dataset.random_crop = True
   c.dataset.hflip = True
-  c.optim.optimizer = 'sgd'
-  c.optim.learning_rate = 0.01
-  c.optim.momentum = 0.9
-  c.optim.nesterov = False
-  c.optim.weight_decay = 5e-4
-  c.optim.schedule = 'step'
+  default_config.sgd(c, 0.01, weight_decay=5e-4, schedule='step')
   c.optim.decay_epochs = (40, 80)
   c.optim.decay_factor = 0.1
   c.optim.lr_multipliers = ml_collections.ConfigDict({'^backbone/': 0.1})

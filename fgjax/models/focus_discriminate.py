@@ -1,4 +1,4 @@
-"""focus_discriminate: "Learning to Focus and Discriminate" (Feng, Fu & Zhao 2019, seed 004).
+"""focus_discriminate: "Learning to Focus and Discriminate" (Feng, Fu & Zhao 2019).
 
 One backbone, three classifiers (paper section 3, Fig. 1), NTS-Net conventions where the paper
 reuses them (yangze0930/NTS-Net, commit e6c98df):
@@ -9,19 +9,20 @@ reuses them (yangze0930/NTS-Net, commit e6c98df):
    cells; the paper gives none). Ablation `attention='single_cam'` ([13]): the CAM of the
    ground-truth class when `labels` are passed (the trainer passes them in training through
    `Method.train_inputs`), else of the predicted class (evaluation, prediction).
-3. Region proposals: NTS-Net's default anchors (`fgjax.ops.anchors`, 1614 at 448), each scored
-   from M. The paper only says "each pixel in M corresponds to a region"; the reading here
-   (`anchor_score`): M is min-max normalised to [0, 1] per image, bilinearly upsampled to the input
-   size, and an anchor's score is the sum of the upsampled M over its integer box inside the image
-   divided by the anchor's full area ('mean_full': the zero padding counts as no attention) or by
-   the area inside the image ('mean_inside'). Sums come from a summed-area table. The scores are
-   under stop_gradient (selection is discrete, as in NTS-Net).
+3. Region proposals: NTS-Net's default anchors (`fgjax.ops.anchors`, 1614 at 448; other input sizes:
+   `FocusDiscriminate.geometry`), each scored from M. The paper only says "each pixel in M
+   corresponds to a region"; the reading here (`anchor_score`): M is min-max normalised to [0, 1]
+   per image, bilinearly upsampled to the input size, and an anchor's score is the sum of the
+   upsampled M over its integer box inside the image divided by the anchor's full area ('mean_full':
+   the zero padding counts as no attention) or by the area inside the image ('mean_inside'). Sums
+   come from a summed-area table. The scores are under stop_gradient (selection is discrete, as in
+   NTS-Net).
 4. Hard NMS (`fgjax.ops.nms`, NTS-Net semantics) at IoU 0.25 on the integer boxes
    `int(edge + pad) - pad` (NTS-Net's padded integer anchors, moved back to the unpadded frame),
    top m = 6.
 5. The m boxes are cropped from the image zero-padded by `pad` and resized to `region_size`
-   (bilinear, align_corners=True; `fgjax.ops.crop`), through the same backbone (shared params and
-   BatchNorm), F^R_r = GAP, one region classifier shared by all regions.
+   (bilinear, align_corners=True; `fgjax.ops.crop`), through the same backbone (shared params;
+   BatchNorm statistics: `region_bn`), F^R_r = GAP, one region classifier shared by all regions.
    Pad value: NTS-Net pads the *normalised* image with 0; our backbones normalise inside, so
    `pad_value='mean'` fills with the backbone's preprocessing mean (0 after normalisation, as
    NTS-Net), 'zero' with black.
@@ -39,13 +40,15 @@ reuses them (yangze0930/NTS-Net, commit e6c98df):
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, NamedTuple
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fgjax.models import backbones as backbones_lib
 from fgjax.ops import anchors as anchors_lib
 from fgjax.ops.crop import crop_and_resize
 from fgjax.ops.gaussian import gaussian_blur
@@ -102,8 +105,66 @@ def anchor_scores(attention: jax.Array, boxes: np.ndarray, input_hw: tuple[int, 
   return total / jnp.asarray(np.maximum(area, 1), jnp.float32)
 
 
+ATTENTIONS = ('max_cam', 'single_cam')
+ANCHOR_SCORES = ('mean_full', 'mean_inside')
+SMOOTHING_MODES = ('reflect', 'nearest', 'mirror', 'constant')
+PAD_VALUES = ('mean', 'zero')
+REGION_BNS = ('separate', 'shared')
+
+
+class Geometry(NamedTuple):
+  """The input size and the crop geometry of a FocusDiscriminate, the 0 = auto fields resolved."""
+  input_hw: tuple[int, int]
+  scale: float  # anchors' stride and size factor (`fgjax.ops.anchors`)
+  pad: int  # zero padding of the image for the crops, px
+  region_size: int  # side of the zoomed regions, px
+
+
 class FocusDiscriminate(nn.Module):
-  """See the module docstring. `__call__(images, train, labels=None) -> dict`.
+  """See the module docstring. `__call__(images, train=False, labels=None) -> dict`.
+
+  Attributes:
+    num_classes: outputs of the three classifiers.
+    input_hw: model input (H, W) in pixels (the run's, from config.dataset): the anchors and the
+      auto geometry depend on it.
+    backbone: a registered backbone name (`fgjax.models.backbones`), or a module instance (tests),
+      bound under the name `backbone`. It is called on the image and on the zoomed regions.
+    layer: key of the backbone's feature dict used as Z.
+    backbone_kwargs: constructor arguments of the backbone (e.g. widths).
+    backbone_pretrained: weight directory from `python -m fgjax.pretrained convert` (its input
+      preprocessing comes with it; the trainer loads the weights, `Method.pretrained`).
+    allow_random_init: ImageNet backbones without weights are a config error unless True (read by
+      the method's config check, not by `__call__`).
+    geometry_scale: factor of the anchors' strides and sizes (`fgjax.ops.anchors`); 0 = auto,
+      min(H, W) / 448 (see `geometry`).
+    pad: zero padding of the image for the crops, px; 0 = auto, round(224 * min(H, W) / 448).
+    region_size: side of the zoomed regions, px; 0 = auto, round(224 * min(H, W) / 448).
+    num_regions: m, regions kept by NMS (at most the number of anchors).
+    num_hybrid: l, top regions (NMS order) in the hybrid feature, 1 <= l <= m.
+    nms_iou: NMS IoU threshold (> 0; NTS-Net: 0.25).
+    attention: 'max_cam' (eq. 2: max over the class activation maps) or 'single_cam' (ablation:
+      the CAM of the ground-truth class in training, of the predicted class otherwise).
+    sigma: Gaussian smoothing of M, in feature cells (the paper gives none); 0 = off.
+    smoothing_truncate: the Gaussian kernel's radius in sigmas (scipy's `truncate`).
+    smoothing_mode: border rule of the smoothing, one of scipy's 'reflect', 'nearest', 'mirror',
+      'constant'.
+    anchor_score: 'mean_full' or 'mean_inside' (step 3 of the module docstring).
+    pad_value: 'mean' (the backbone's preprocessing mean, 0 after normalisation as in NTS-Net) or
+      'zero' (black).
+    align_corners: bilinear resize of the crops with align_corners (NTS-Net's
+      `F.interpolate(..., align_corners=True)`).
+    use_regions: False: no region pass and no region / hybrid classifiers (a plain GAP+FC
+      baseline; boxes are still proposed, for the localisation metric).
+    use_hybrid: False: the paper's "image level only" ablation (no hybrid classifier; the
+      prediction is the image classifier's). Needs use_regions.
+    region_bn: 'separate' or 'shared' BatchNorm running statistics of the region pass (see
+      `_region_net`).
+    feature_dropout: dropout rate on the pooled image and region features, training only (the
+      paper has none; NTS-Net's resnet.py uses 0.5). In [0, 1).
+    overlap_threshold: intersection / region area above which the top-1 region counts as on the
+      object, in (0, 1] (read by the evaluation metrics, not by `__call__`).
+    label_smoothing: of the cross-entropies (read by the loss, not by `__call__`).
+    dtype: compute dtype of the backbone and the classifiers (float32 accumulation).
 
   Outputs: logits (prediction: hybrid, or image when use_hybrid=False), image_logits,
   region_logits (B, m, C) [use_regions], hybrid_logits [use_hybrid], features (the classified
@@ -111,35 +172,110 @@ class FocusDiscriminate(nn.Module):
   indices in NMS order, boxes (B, m, 4) float (y0, x0, y1, x1) unpadded pixel-edge boxes.
   """
   num_classes: int
-  backbone: nn.Module
-  layer: str
   input_hw: tuple[int, int]
-  geometry_scale: float = 1.0  # anchors: see fgjax.ops.anchors
-  pad: int = 224
-  region_size: int = 224
-  num_regions: int = 6  # m
-  num_hybrid: int = 4  # l
+  backbone: Any = 'small_cnn'
+  layer: str = 'conv4'
+  backbone_kwargs: Any = flax.core.FrozenDict()
+  backbone_pretrained: str = ''
+  allow_random_init: bool = False
+  geometry_scale: float = 0.0
+  pad: int = 0
+  region_size: int = 0
+  num_regions: int = 6
+  num_hybrid: int = 4
   nms_iou: float = 0.25
-  attention: str = 'max_cam'  # 'max_cam' (eq. 2) | 'single_cam'
-  sigma: float = 1.0  # Gaussian smoothing of M, in feature cells (0 = off)
+  attention: str = 'max_cam'
+  sigma: float = 1.0
   smoothing_truncate: float = 4.0
   smoothing_mode: str = 'nearest'
   anchor_score: str = 'mean_full'
-  pad_value: str = 'mean'  # 'mean' (NTS-Net: 0 after normalisation) | 'zero'
+  pad_value: str = 'mean'
   align_corners: bool = True
   use_regions: bool = True
   use_hybrid: bool = True
-  region_bn: str = 'separate'  # 'separate' | 'shared' (see `_region_backbone`)
-  feature_dropout: float = 0.0  # on the pooled image and region features, training only
+  region_bn: str = 'separate'
+  feature_dropout: float = 0.0
+  overlap_threshold: float = 0.5
+  label_smoothing: float = 0.0
   dtype: Any = jnp.float32
+
+  def __post_init__(self):
+    # (fgjax.methods.common.check_choice's rule; importing fgjax.methods here would be circular)
+    for field, valid in (('attention', ATTENTIONS), ('anchor_score', ANCHOR_SCORES),
+                         ('smoothing_mode', SMOOTHING_MODES), ('pad_value', PAD_VALUES),
+                         ('region_bn', REGION_BNS)):
+      if getattr(self, field) not in valid:
+        raise ValueError(f'config.model.{field} must be one of {", ".join(valid)}, got '
+                         f'{getattr(self, field)!r}')
+    if self.num_regions < 1:
+      raise ValueError(f'config.model.num_regions must be >= 1, got {self.num_regions}')
+    if self.use_hybrid and not 1 <= self.num_hybrid <= self.num_regions:
+      raise ValueError(f'config.model.num_hybrid must be in [1, num_regions={self.num_regions}], '
+                       f'got {self.num_hybrid}')
+    if self.use_hybrid and not self.use_regions:
+      raise ValueError('config.model.use_hybrid=True needs config.model.use_regions=True (the '
+                       'hybrid feature concatenates region features)')
+    if not 0 < self.nms_iou:
+      raise ValueError(f'config.model.nms_iou must be > 0, got {self.nms_iou}')
+    if min(self.sigma, self.geometry_scale, self.pad, self.region_size) < 0:
+      raise ValueError('config.model.sigma, geometry_scale, pad and region_size must be >= 0')
+    if not 0 <= self.feature_dropout < 1:
+      raise ValueError(f'config.model.feature_dropout must be in [0, 1), got '
+                       f'{self.feature_dropout}')
+    if not 0 < self.overlap_threshold <= 1:
+      raise ValueError(f'config.model.overlap_threshold must be in (0, 1], got '
+                       f'{self.overlap_threshold}')
+    g = self.geometry()
+    _, edge = anchors_lib.nts_default_anchors(g.input_hw, g.scale)
+    if self.num_regions > len(edge):
+      raise ValueError(f'config.model.num_regions={self.num_regions} exceeds the {len(edge)} '
+                       'anchors')
+    lowest = float(min(edge[:, 0].min(), edge[:, 1].min()))
+    if g.pad + lowest < 0:
+      raise ValueError(f'config.model.pad={g.pad} is too small: anchors start at {lowest:.1f} px '
+                       '(NTS-Net pads by 224 at 448)')
+    super().__post_init__()
+
+  def geometry(self) -> Geometry:
+    """The paper's 448 geometry (448 input, padding 224, regions zoomed to 224) scaled to the input
+    size for the fields left at 0: with s = min(H, W) / 448, geometry_scale = s (the anchors are
+    the 448 set times s) and pad = region_size = max(1, round(224 s)). At 448 this is exactly
+    NTS-Net; at 64x64, s = 1/7 and 32-px padding and regions."""
+    h, w = (int(v) for v in self.input_hw)
+    auto = max(1, int(round(224 * min(h, w) / 448)))
+    return Geometry((h, w), float(self.geometry_scale or min(h, w) / 448), int(self.pad or auto),
+                    int(self.region_size or auto))
 
   def integer_boxes(self) -> np.ndarray:
     """(N, 4) int64 NTS-Net integer anchors `int(edge + pad) - pad`, unpadded frame."""
-    _, edge = anchors_lib.nts_default_anchors(tuple(self.input_hw), self.geometry_scale)
-    return anchors_lib.padded_integer_boxes(edge, self.pad) - self.pad
+    g = self.geometry()
+    _, edge = anchors_lib.nts_default_anchors(g.input_hw, g.scale)
+    return anchors_lib.padded_integer_boxes(edge, g.pad) - g.pad
 
-  def _region_backbone(self):
-    """The backbone for the zoomed regions: the same parameters, always.
+  def setup(self):
+    # The backbone runs twice per forward pass (image, regions), so it is built here once.
+    if isinstance(self.backbone, nn.Module):  # a module field: already bound as 'backbone'
+      self.net = self.backbone
+    else:
+      self.net = backbones_lib.build(self.backbone, kwargs=self.backbone_kwargs,
+                                     pretrained=self.backbone_pretrained, dtype=self.dtype,
+                                     name='backbone')
+    if self.region_bn == 'separate' and self.use_regions:
+      self.region_net = self._mapped_backbone()
+
+  def _mapped_backbone(self) -> nn.Module:
+    """A clone of the backbone named 'region_backbone' whose params are the backbone's."""
+    bb = self.net
+    fields = {f.name: getattr(bb, f.name) for f in dataclasses.fields(bb)
+              if f.init and f.name not in ('parent', 'name')}
+    mapped = nn.map_variables(type(bb), 'params',
+                              trans_in_fn=lambda _: {'params': self.net.variables['params']},
+                              trans_out_fn=lambda _: {}, init=self.is_initializing(),
+                              mutable=True)
+    return mapped(**fields, name='region_backbone')
+
+  def _region_net(self) -> nn.Module:
+    """The backbone for the zoomed regions (after the image pass): the same parameters, always.
 
     region_bn='shared': literally the same module, so BatchNorm running statistics are updated by
     the image pass and then by the region pass (NTS-Net's PyTorch behaviour); evaluation then
@@ -147,26 +283,18 @@ class FocusDiscriminate(nn.Module):
     statistics. region_bn='separate': a clone named 'region_backbone' whose params are mapped to
     the image backbone's (no copy; gradients reach 'backbone/') but with its own `batch_stats`.
     Training computes exactly the same function either way; only the running statistics that
-    evaluation uses differ (on synthetic_parts, seed 0, 'shared' cost the hybrid 31 points of
-    test top-1).
+    evaluation uses differ (on synthetic_parts, 'shared' cost the hybrid 31 points of test
+    top-1; docs/methods/focus_discriminate.md).
     """
-    bb = self.backbone
-    if self.region_bn not in ('separate', 'shared'):
-      raise ValueError(f"region_bn must be 'separate' or 'shared', got {self.region_bn!r}")
-    if self.region_bn == 'shared' or 'batch_stats' not in bb.variables:  # nothing to separate
-      return bb
-    shared = bb.variables['params']
-    fields = {f.name: getattr(bb, f.name) for f in dataclasses.fields(bb)
-              if f.init and f.name not in ('parent', 'name')}
-    mapped = nn.map_variables(type(bb), 'params', trans_in_fn=lambda _: {'params': shared},
-                              trans_out_fn=lambda _: {}, init=self.is_initializing(),
-                              mutable=True)
-    return mapped(**fields, name='region_backbone')
+    if self.region_bn == 'shared' or 'batch_stats' not in self.net.variables:  # nothing to separate
+      return self.net
+    return self.region_net
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False, labels=None) -> dict:
     b = images.shape[0]
-    z = self.backbone(images, train=train)['features'][self.layer]
+    g = self.geometry()
+    z = self.net(images, train=train)['features'][self.layer]
     drop = lambda f: nn.Dropout(self.feature_dropout)(f, deterministic=not train)
     image_feat = drop(jnp.mean(z.astype(jnp.float32), axis=(1, 2)))
     image_fc = Linear(self.num_classes, dtype=self.dtype, name='image_classifier')
@@ -178,16 +306,14 @@ class FocusDiscriminate(nn.Module):
     cams = jax.lax.stop_gradient(cams)
     if self.attention == 'max_cam':
       m = cams.max(axis=-1)
-    elif self.attention == 'single_cam':
+    else:  # 'single_cam'
       cls = labels if labels is not None else jnp.argmax(image_logits, -1)
       m = jnp.take_along_axis(cams, cls[:, None, None, None], axis=-1)[..., 0]
-    else:
-      raise ValueError(f"attention must be 'max_cam' or 'single_cam', got {self.attention!r}")
     m = gaussian_blur(m, self.sigma, self.smoothing_truncate, self.smoothing_mode)
     out['attention'] = m
 
     boxes_int = self.integer_boxes()
-    scores = anchor_scores(m, boxes_int, tuple(self.input_hw), self.anchor_score)
+    scores = anchor_scores(m, boxes_int, g.input_hw, self.anchor_score)
     keep = jax.vmap(lambda s: hard_nms(jnp.asarray(boxes_int, jnp.float32), s,
                                        self.num_regions, self.nms_iou))(scores)
     boxes = jnp.asarray(boxes_int, jnp.float32)[keep]  # (B, m, 4)
@@ -196,12 +322,12 @@ class FocusDiscriminate(nn.Module):
     if not self.use_regions:
       out.update(logits=image_logits, features=image_feat)
       return out
-    fill = (jnp.asarray(pad_rgb(self.backbone)) if self.pad_value == 'mean'
+    fill = (jnp.asarray(pad_rgb(self.net)) if self.pad_value == 'mean'
             else jnp.zeros((3,), jnp.float32))
     x = images.astype(jnp.float32) - fill
-    crops = crop_and_resize(x, boxes, self.region_size, self.align_corners) + fill
+    crops = crop_and_resize(x, boxes, g.region_size, self.align_corners) + fill
     crops = crops.reshape((b * self.num_regions,) + crops.shape[2:])
-    zr = self._region_backbone()(crops, train=train)['features'][self.layer]
+    zr = self._region_net()(crops, train=train)['features'][self.layer]
     region_feat = drop(jnp.mean(zr.astype(jnp.float32), axis=(1, 2)).reshape(
         b, self.num_regions, -1))
     region_logits = Linear(self.num_classes, dtype=self.dtype, name='region_classifier')(

@@ -117,6 +117,7 @@ def test_check_config_errors(make_config, field, value, match):
 
 def test_auto_geometry():
   from configs import synthetic_focus_discriminate, cub_focus_discriminate
-  from fgjax.methods.focus_discriminate import geometry
+  from fgjax.methods.focus_discriminate import configured_model
+  geometry = lambda config: configured_model(config).geometry()
   assert geometry(synthetic_focus_discriminate.get_config()) == ((64, 64), 64 / 448, 32, 32)
   assert geometry(cub_focus_discriminate.get_config()) == ((448, 448), 1.0, 224, 224)

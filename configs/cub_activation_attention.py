@@ -1,4 +1,4 @@
-"""activation_attention (Shen & Liu) on CUB-200-2011 (200 bird species), seed 003's recipe
+"""activation_attention (Shen & Liu 2018) on CUB-200-2011 (200 bird species), the paper's recipe
 (fgjax.methods.activation_attention.paper_recipe: ResNet-50 layer4, 16 local classifiers, 3 scales
 trained in sequence, lr 1e-4, 40 epochs per scale, short edge 448).
 

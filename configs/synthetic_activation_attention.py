@@ -1,4 +1,4 @@
-"""activation_attention (Shen & Liu) on the embedded synthetic_parts dataset, CPU-sized.
+"""activation_attention (Shen & Liu 2018) on the embedded synthetic_parts dataset, CPU-sized.
 
 python -m fgjax.train --config=configs/synthetic_activation_attention.py --workdir=/tmp/fgjax/aa
 
@@ -13,30 +13,37 @@ python -m fgjax.train --config=configs/synthetic_activation_attention.py:continu
   --config.init_from.path=/tmp/fgjax/aa1 --workdir=/tmp/fgjax/aa3
 
 (':single' = scale 1 alone, the single-scale model; ':continue' loads its scale 1 and trains
-scales 2 and 3; ':continue2' then ':continue3' add one scale per command, EPOCHS_STEPWISE each.) Geometry: 64x64 inputs (synthetic_cpu_recipe: resize 72, random 64 crop, flips,
-+-4 px shifts); small_cnn conv4 (stride 8) gives an 8x8 grid, so attention boxes snap to 8-pixel
-cells, and scales 2-3 see the box zoomed back to 64x64. Ablations are config switches:
+scales 2 and 3; ':continue2' then ':continue3' add one scale per command, EPOCHS_STEPWISE each.)
+Geometry: 64x64 inputs (synthetic_cpu_recipe: resize 72, random 64 crop, flips, +-4 px shifts);
+small_cnn conv4 (stride 8) gives an 8x8 grid, so attention boxes snap to 8-pixel cells, and scales
+2-3 see the box zoomed back to 64x64. Ablations are config switches:
 --config.model.losses=local|object, --config.model.num_local=1|2|4|8|16.
 """
 
 import ml_collections
 
-from fgjax import methods
-from fgjax.default_config import get_base_config, synthetic_cpu_recipe
-from fgjax.methods.activation_attention import scale_stages
+from fgjax.default_config import get_base_config, parse_arg, synthetic_cpu_recipe
+from fgjax.methods.activation_attention import METHOD, scale_stages
 
 EPOCHS_SCALE1 = 8.0  # scale 1 takes off after ~4-5 epochs from scratch (Adam 1e-3)
 EPOCHS_LATER = 3.0  # scales 2 and 3 (':continue' and the one-command run)
 EPOCHS_STEPWISE = 5.0  # ':continue2' / ':continue3' (one new scale per command)
 
 
+MODES = ('single', 'continue', 'continue2', 'continue3')
+
+
 def get_config(arg=None):
-  valid = (None, '', 'single', 'continue', 'continue2', 'continue3')
-  if arg not in valid:
-    raise ValueError(f'config argument must be one of {valid[1:]}, got {arg!r}')
+  # parse_arg also accepts runlocal, which changes nothing here: this config is CPU-sized already.
+  args = parse_arg(arg, **{mode: False for mode in MODES})
+  chosen = [mode for mode in MODES if args[mode]]
+  if len(chosen) > 1:
+    raise ValueError(f'config arguments {", ".join(chosen)} exclude each other: give one of '
+                     f'{", ".join(MODES)} (or none)')
+  arg = chosen[0] if chosen else ''
   c = synthetic_cpu_recipe(get_base_config())
   c.method = 'activation_attention'
-  c.model = methods.get(c.method).default_model_config()
+  c.model = METHOD.default_model_config()
   c.model.backbone = 'small_cnn'
   c.model.layer = 'conv4'
   # The recipe's 20x classifier rate is for B-CNN's unit-norm features; the heads here are

@@ -1,4 +1,5 @@
-"""activation_attention: attention from classifier activations (Shen & Liu, seed 003).
+"""activation_attention: attention from classifier activations (Shen & Liu 2018, "Generating
+Attention from Classifier Activations for Fine-grained Recognition").
 
 Model: fgjax.models.activation_attention (eq. 1, Otsu mask, object features, multi-scale crops).
 Losses here, per scale s and image (A = aggregated activations, M_b = Otsu mask, t = label,
@@ -14,10 +15,10 @@ mask without gradient, so no loss reaches another scale's parameters; stage s of
 `scale_stages()` freezes every scale but s (fgjax.optim frozen groups), which is the paper's
 "trained sequentially, each scale optimised independently" (section 4.4.2).
 
-Config (config.model, see `default_model_config`): `losses` = 'both' | 'local' | 'object' is the
-Table 5 ablation (it also sets which heads predict: a head without a loss is untrained; with
-'object', M_b comes from untrained local classifiers, the literal ablation); `num_local` = n
-(Figure 8: 1, 2, 4, 8, 16); `num_scales`; readings of ambiguities are documented in the model.
+Config: `config.model` is the fields of fgjax.models.activation_attention.ActivationAttention
+(their defaults and meanings are documented there): `losses` = 'both' | 'local' | 'object' is the
+Table 5 ablation, `num_local` = n (Figure 8: 1, 2, 4, 8, 16), `num_scales`, the readings of the
+paper's ambiguities, and `sequential_stages` / `first_trained_scale`, which `check_config` reads.
 
 Evaluation (classification protocol): `logits` is the final multi-scale prediction; eval_metrics
 adds Table 6 (acc_loc / acc_obj / acc_avg for every scale and 'ms' = multi-scale) and the
@@ -40,40 +41,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from fgjax import losses
-from fgjax.methods import (Method, backbone_kwargs, check_backbone_layer, check_pretrained,
-                           compute_dtype, register)
-from fgjax.models import activation_attention as model_lib
-from fgjax.models import backbones as backbones_lib
+from fgjax import default_config, losses
+from fgjax.methods.common import Method, check_backbone
+from fgjax.models.activation_attention import ActivationAttention
 from fgjax.visualisation import panels
-
-LOSSES = model_lib.HEADS  # 'both' | 'local' | 'object'
-
-
-def default_model_config() -> ml_collections.ConfigDict:
-  m = ml_collections.ConfigDict()
-  m.backbone = 'small_cnn'
-  m.layer = 'conv4'  # resnet50: 'layer4' (before the last pooling, section 5.2)
-  m.backbone_kwargs = ml_collections.ConfigDict()
-  m.backbone_pretrained = ''  # weight dir, loaded into every scale's backbone
-  m.allow_random_init = False
-  m.num_scales = 3
-  m.num_local = 16  # n local classifiers (section 5.2; Figure 8 ablation: 1, 2, 4, 8, 16)
-  m.losses = 'both'  # 'both' | 'local' | 'object' (Table 5 ablation)
-  m.attention_source = 'activations'  # M from A ('activations') or softmax(A) ('probabilities')
-  m.local_prediction = 'pool_then_softmax'  # or 'softmax_then_pool'
-  m.otsu_bins = 256
-  m.crop_source = 'original'  # 'original' (composed boxes, one resampling) | 'previous'
-  m.align_corners = False
-  m.min_box_fraction = 0.0  # 0 = the paper (no minimum attention box size)
-  # Non-empty config.stages must be scale_stages(...)-like (stage s trains scale s only). With no
-  # stages all scales train jointly in one stage (not the paper; quick tests use it).
-  m.sequential_stages = True
-  # > 1: scales before it come trained from config.init_from.path (e.g. a num_scales=1 run; set
-  # init_from.skip to the later scales) and config.stages = scale_stages(n, e, first=...) trains
-  # the rest, so a single-scale run can be continued into a multi-scale one.
-  m.first_trained_scale = 1
-  return m
 
 
 def scale_stages(num_scales: int, epochs_per_scale: float, first: int = 1,
@@ -82,61 +53,6 @@ def scale_stages(num_scales: int, epochs_per_scale: float, first: int = 1,
   return tuple(ml_collections.ConfigDict({
       'name': f'scale{s}', 'num_epochs': float(epochs_per_scale),
       'frozen': rf'^scale(?!{s}/)\d+/', **optim_overrides}) for s in range(first, num_scales + 1))
-
-
-def paper_recipe(c: ml_collections.ConfigDict, runlocal: bool = False) -> ml_collections.ConfigDict:
-  """Section 5.2 on a real dataset: ResNet-50 (ImageNet) layer4, n = 16, 3 scales, fine-tuning
-  rate 1e-4, 40 epochs per scale (stage s trains scale s). Short edge resized to 448 (the paper
-  feeds whole images; batches need one size, so a 448 x 448 crop: random in training, centre in
-  evaluation) + horizontal flip. The paper gives no optimiser, batch size or weight decay: SGD
-  momentum 0.9, constant rate, batch 16, weight decay 1e-4 are this recipe's choices; ResNet
-  BatchNorm runs on its ImageNet statistics (bn_frozen: batches of 16 are too small, and frozen
-  scales then stay exactly frozen).
-
-  runlocal: the same pipeline shrunk to run on CPU (small_cnn at 64x64, batch 8, 0.02 epochs per
-  scale); for smoke tests on the real data only.
-  """
-  c.method = 'activation_attention'
-  c.model = default_model_config()
-  c.model.backbone, c.model.layer = 'resnet50', 'layer4'
-  c.model.backbone_kwargs = ml_collections.ConfigDict({'bn_frozen': True})
-  c.dataset.resize = 'short_edge'
-  c.dataset.resize_size = 448
-  c.dataset.image_size = 448
-  c.dataset.random_crop = True
-  c.dataset.hflip = True
-  c.optim.optimizer = 'sgd'
-  c.optim.learning_rate = 1e-4
-  c.optim.momentum = 0.9
-  c.optim.nesterov = False
-  c.optim.weight_decay = 1e-4
-  c.optim.schedule = 'constant'
-  epochs = 40.0
-  c.train.global_batch_size = 16
-  c.train.log_every_steps = 50
-  c.train.checkpoint_every_steps = 1000
-  c.eval.batch_size = 16
-  if runlocal:
-    c.model.backbone, c.model.layer = 'small_cnn', 'conv4'
-    c.model.backbone_kwargs = ml_collections.ConfigDict()
-    c.dataset.resize, c.dataset.resize_size, c.dataset.image_size = 'fixed', 72, 64
-    c.train.global_batch_size = c.eval.batch_size = 8
-    epochs = 0.02
-  c.stages = scale_stages(c.model.num_scales, epochs)
-  c.train.num_epochs = epochs * c.model.num_scales
-  return c
-
-
-def build_model(config, meta):
-  m, dtype = config.model, compute_dtype(config)
-  backbone = backbones_lib.get_backbone(
-      m.backbone, **backbone_kwargs(config, 'backbone', 'backbone_pretrained', dtype))
-  return model_lib.ActivationAttention(
-      num_classes=meta.num_classes, backbone=backbone, layer=m.layer, num_scales=m.num_scales,
-      num_local=m.num_local, attention_source=m.attention_source,
-      local_prediction=m.local_prediction, heads=m.losses, otsu_bins=m.otsu_bins,
-      crop_source=m.crop_source, align_corners=m.align_corners,
-      min_box_fraction=m.min_box_fraction, dtype=dtype)
 
 
 def local_loss(activations: jax.Array, mask: jax.Array, labels: jax.Array) -> jax.Array:
@@ -211,37 +127,20 @@ def eval_metrics(gathered, config) -> dict:
   return out
 
 
-def _choice(config, field, valid):
-  if config.model[field] not in valid:
-    raise ValueError(f'config.model.{field} must be one of {", ".join(valid)}, got '
-                     f'{config.model[field]!r}')
-
-
 def check_config(config):
-  m = config.model
-  check_backbone_layer(config, 'backbone', 'layer', 1)
-  check_pretrained(config, 'backbone', 'backbone_pretrained')
-  _choice(config, 'losses', LOSSES)
-  _choice(config, 'attention_source', model_lib.ATTENTION_SOURCES)
-  _choice(config, 'local_prediction', model_lib.LOCAL_PREDICTIONS)
-  _choice(config, 'crop_source', model_lib.CROP_SOURCES)
-  for field, lo in (('num_scales', 1), ('num_local', 1), ('otsu_bins', 2)):
-    if int(m[field]) < lo:
-      raise ValueError(f'config.model.{field} must be >= {lo}, got {m[field]}')
-  if not 0.0 <= m.min_box_fraction <= 1.0:
-    raise ValueError(f'config.model.min_box_fraction must be in [0, 1], got {m.min_box_fraction}')
+  """What needs more than the model's fields: the backbone's grid at the input size and its
+  weights, evaluation options, and the stages (`sequential_stages`)."""
+  check_backbone(config, min_grid=1)
   if config.eval.flip_tta:
     raise ValueError('config.eval.flip_tta must be False for activation_attention: averaging the '
                      'attention boxes of an image and of its mirror image is meaningless')
-  if m.sequential_stages and len(config.stages):
+  if config.model.sequential_stages and len(config.stages):
     _check_stages(config)
 
 
 def _check_stages(config):
   """Stage s trains scale s only (config.model.sequential_stages)."""
   n, first = config.model.num_scales, config.model.first_trained_scale
-  if not 1 <= first <= n:
-    raise ValueError(f'config.model.first_trained_scale must be in [1, num_scales={n}], got {first}')
   if first > 1 and not config.init_from.path:
     raise ValueError(f'config.model.first_trained_scale={first} needs the trained scales '
                      f'1..{first - 1} from config.init_from.path (a run of this method)')
@@ -290,11 +189,49 @@ def attention_panels(outputs, index, config, options):
   return out
 
 
-register(Method(
-    name='activation_attention', build_model=build_model, loss_fn=loss_fn,
-    predict_fn=predict_fn, default_model_config=default_model_config,
-    check_config=check_config, batch_keys=('image', 'label'), pretrained=pretrained,
+METHOD = Method(
+    name='activation_attention', model=ActivationAttention, loss_fn=loss_fn,
+    predict_fn=predict_fn, check_config=check_config, batch_keys=('image', 'label'),
+    pretrained=pretrained,
     description='local classifiers -> max-aggregated activations -> Otsu attention mask; local + '
                 'object losses; 3 scales of crop-and-zoom trained in sequence',
     eval_outputs=('local_probs', 'object_probs', 'boxes'), eval_batch_keys=('bbox',),
-    eval_metrics=eval_metrics, attention_panels=attention_panels))
+    eval_metrics=eval_metrics, attention_panels=attention_panels)
+
+
+def paper_recipe(c: ml_collections.ConfigDict, runlocal: bool = False) -> ml_collections.ConfigDict:
+  """Section 5.2 on a real dataset: ResNet-50 (ImageNet) layer4, n = 16, 3 scales, fine-tuning
+  rate 1e-4, 40 epochs per scale (stage s trains scale s). Short edge resized to 448 (the paper
+  feeds whole images; batches need one size, so a 448 x 448 crop: random in training, centre in
+  evaluation) + horizontal flip. The paper gives no optimiser, batch size or weight decay: SGD
+  momentum 0.9, constant rate, batch 16, weight decay 1e-4 are this recipe's choices; ResNet
+  BatchNorm runs on its ImageNet statistics (bn_frozen: batches of 16 are too small, and frozen
+  scales then stay exactly frozen).
+
+  runlocal: the same pipeline shrunk to run on CPU (small_cnn at 64x64, batch 8, 0.02 epochs per
+  scale); for smoke tests on the real data only.
+  """
+  c.method = 'activation_attention'
+  c.model = METHOD.default_model_config()
+  c.model.backbone, c.model.layer = 'resnet50', 'layer4'
+  c.model.backbone_kwargs = ml_collections.ConfigDict({'bn_frozen': True})
+  c.dataset.resize = 'short_edge'
+  c.dataset.resize_size = 448
+  c.dataset.image_size = 448
+  c.dataset.random_crop = True
+  c.dataset.hflip = True
+  default_config.sgd(c, 1e-4, weight_decay=1e-4, schedule='constant')
+  epochs = 40.0
+  c.train.global_batch_size = 16
+  c.train.log_every_steps = 50
+  c.train.checkpoint_every_steps = 1000
+  c.eval.batch_size = 16
+  if runlocal:
+    c.model.backbone, c.model.layer = 'small_cnn', 'conv4'
+    c.model.backbone_kwargs = ml_collections.ConfigDict()
+    c.dataset.resize, c.dataset.resize_size, c.dataset.image_size = 'fixed', 72, 64
+    c.train.global_batch_size = c.eval.batch_size = 8
+    epochs = 0.02
+  c.stages = scale_stages(c.model.num_scales, epochs)
+  c.train.num_epochs = epochs * c.model.num_scales
+  return c

@@ -1,4 +1,5 @@
-"""Attention from classifier activations (Shen & Liu, seed 003, sections 4.1-4.4).
+"""Attention from classifier activations (Shen & Liu 2018, "Generating Attention from Classifier
+Activations for Fine-grained Recognition", sections 4.1-4.4).
 
 One scale (`ScaleNet`, params under `scale{s}/`):
   f(X)      backbone feature map (N, h, w, C) before the last pooling (section 4.1);
@@ -24,19 +25,10 @@ boxes are data, the output size is static, the whole pyramid is one jit. The fin
 the mean of the scales' predictions (probabilities); `logits` = log of that mean (so softmax of
 `logits` gives it back and argmax is the paper's final prediction).
 
-Readings of ambiguities (config options, see fgjax.methods.activation_attention):
-- `attention_source`: M from the aggregated activations A ('activations', the paper's wording
-  "max-pooling A") or from the per-location softmax of A ('probabilities', "as long as their
-  probability activations are high").
-- `local_prediction`: 'pool_then_softmax' (default, above) or 'softmax_then_pool' (per-location
-  softmax over L + 1, background dropped, averaged, renormalised over the L classes).
-- `crop_source`: 'original' (default) crops every scale from the original input, with the boxes
-  composed into its frame (one resampling, no blur accumulation); 'previous' crops scale s + 1 from
-  scale s's zoomed input, as a literal "recursive" reading.
-- An empty M_b (a constant attention map: Otsu returns the constant, nothing is above it) gives the
-  whole image as box. `min_box_fraction` > 0 enlarges a box (about its centre, kept inside the
-  image) to at least that fraction of the input height and width; 0 (default) is the paper.
-- `align_corners` of the bilinear zoom (the paper does not say; default False, half-pixel centres).
+Readings of the paper's ambiguities are options, documented on `ActivationAttention`'s fields
+(`attention_source`, `local_prediction`, `crop_source`, `align_corners`, `min_box_fraction`). An
+empty M_b (a constant attention map: Otsu returns the constant, nothing is above it) gives the
+whole image as box.
 Precision: the backbone runs in the compute dtype; the local conv, object Dense, attention, Otsu and
 boxes run in float32 (thresholds of low-precision activations flip mask cells).
 """
@@ -45,17 +37,19 @@ from __future__ import annotations
 
 from typing import Any
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fgjax.models import backbones as backbones_lib
 from fgjax.ops import crop as crop_ops
 from fgjax.ops import otsu
 
 ATTENTION_SOURCES = ('activations', 'probabilities')
 LOCAL_PREDICTIONS = ('pool_then_softmax', 'softmax_then_pool')
 CROP_SOURCES = ('original', 'previous')
-HEADS = ('both', 'local', 'object')
+LOSSES = ('both', 'local', 'object')  # the `losses` field (Table 5 ablation)
 
 
 def attention_map(activations: jax.Array, source: str = 'activations') -> jax.Array:
@@ -85,7 +79,8 @@ def box_from_mask(mask: jax.Array, height: int, width: int,
   """(N, 4) pixel-edge boxes (y0, x0, y1, x1) in an input of height x width around M_b (N, h, w).
 
   Feature cell (i, j) covers input pixels [i H / h, (i + 1) H / h) x [j W / w, (j + 1) W / w).
-  An empty mask gives the whole image; `min_box_fraction` enlarges small boxes (see module doc).
+  An empty mask gives the whole image; `min_box_fraction` enlarges small boxes (as the field
+  `ActivationAttention.min_box_fraction` describes).
   """
   _, h, w = mask.shape
   rows, cols = jnp.any(mask > 0, axis=2), jnp.any(mask > 0, axis=1)
@@ -117,20 +112,36 @@ def compose_boxes(outer: jax.Array, inner: jax.Array, height: int, width: int) -
                     outer[:, 0] + inner[:, 2] * sy, outer[:, 1] + inner[:, 3] * sx], axis=-1)
 
 
-class ScaleNet(nn.Module):
-  """One scale: backbone, n local 1x1 classifiers (max-aggregated), Otsu mask, object classifier."""
+def _backbone(module) -> nn.Module:
+  """The backbone of `module` (a ScaleNet), bound under `backbone`: built from the registered name
+  in its `backbone` field, or that field's module instance (already bound under the field name)."""
+  if isinstance(module.backbone, nn.Module):
+    return module.backbone
+  return backbones_lib.build(module.backbone, kwargs=module.backbone_kwargs,
+                             pretrained=module.backbone_pretrained, dtype=module.dtype,
+                             name='backbone')
+
+
+class ScaleNet(nn.Module, kw_only=True):
+  """One scale: backbone, n local 1x1 classifiers (max-aggregated), Otsu mask, object classifier.
+
+  Its fields are `ActivationAttention`'s of the same names, which documents them and passes them
+  all (no defaults here); parameters `backbone`, `local` and `object`.
+  """
   num_classes: int
-  backbone: nn.Module
+  backbone: Any
   layer: str
-  num_local: int = 16
-  attention_source: str = 'activations'
-  local_prediction: str = 'pool_then_softmax'
-  otsu_bins: int = 256
-  dtype: Any = jnp.float32
+  backbone_kwargs: Any
+  backbone_pretrained: str
+  num_local: int
+  attention_source: str
+  local_prediction: str
+  otsu_bins: int
+  dtype: Any
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> dict[str, jax.Array]:
-    feats = self.backbone(images, train=train)['features']
+    feats = _backbone(self)(images, train=train)['features']
     if self.layer not in feats:
       raise ValueError(f'backbone has no feature map {self.layer!r}; it has {sorted(feats)}')
     # The heads run in float32 whatever the backbone's compute dtype: M_b and the boxes are
@@ -154,8 +165,54 @@ class ScaleNet(nn.Module):
             'object_probs': jax.nn.softmax(object_logits, axis=-1)}
 
 
-class ActivationAttention(nn.Module):
+class ActivationAttention(nn.Module, kw_only=True):
   """`num_scales` ScaleNets (`scale1`, `scale2`, ...) chained by attention crop-and-zoom.
+
+  Its fields are the method's settings (`config.model` of method activation_attention).
+
+  Attributes:
+    num_classes: L, the number of classes (the local classifiers have L + 1 outputs).
+    backbone: the FCN of every scale: a registered backbone name (`fgjax.models.backbones`), or a
+      module instance (tests). Every scale has its own copy, params under `scale{s}/backbone`.
+    layer: key of the backbone's feature dict, the map f(X) before the last pooling (section 4.1;
+      'layer4' for resnet50, 'conv4' for small_cnn).
+    backbone_kwargs: constructor arguments of the backbone (e.g. `{'bn_frozen': True}`, widths).
+    backbone_pretrained: weight directory from `python -m fgjax.pretrained convert`, loaded into
+      every scale's backbone (its input preprocessing comes with it; the trainer loads the
+      weights, `Method.pretrained`).
+    allow_random_init: an ImageNet backbone without weights is a config error unless True (read
+      by the config checks, not by `__call__`).
+    num_scales: S, the number of scales; 1 is the single-scale model.
+    num_local: n, the number of local classifiers (section 5.2: 16; Figure 8 ablation: 1, 2, 4,
+      8, 16).
+    losses: which losses train the model, 'both' (the paper, eq. 6), 'local' or 'object' (the
+      Table 5 ablation; read by the loss and the eval metrics). It also chooses which predictions
+      make a scale's prediction: a head without a loss is untrained, so only the trained head
+      predicts (with 'object', M_b comes from untrained local classifiers: the literal ablation).
+    attention_source: M from the aggregated activations A ('activations', the paper's wording
+      "max-pooling A") or from the per-location softmax of A ('probabilities', "as long as their
+      probability activations are high").
+    local_prediction: 'pool_then_softmax' (spatial mean of A without background, then softmax)
+      or 'softmax_then_pool' (per-location softmax over L + 1, background dropped, averaged,
+      renormalised over the L classes).
+    otsu_bins: bins of the Otsu histogram (256, scikit-image's default).
+    crop_source: 'original' crops every scale from the original input, with the boxes composed
+      into its frame (one resampling, no blur accumulation); 'previous' crops scale s + 1 from
+      scale s's zoomed input, a literal "recursive" reading.
+    align_corners: convention of the bilinear zoom (the paper does not say; False = half-pixel
+      centres).
+    min_box_fraction: in [0, 1]; > 0 enlarges an attention box (about its centre, kept inside the
+      image) to at least that fraction of the input height and width; 0 is the paper.
+    sequential_stages: a non-empty `config.stages` must train one scale per stage, stage s
+      freezing every scale but s (`fgjax.methods.activation_attention.scale_stages`, the paper's
+      sequential training, section 4.4.2); with no stages all scales train jointly (not the paper;
+      quick tests use it). Read by the config checks, not by `__call__`.
+    first_trained_scale: in [1, num_scales]; > 1: the scales before it come trained from
+      `config.init_from.path` (e.g. a num_scales=1 run, with `init_from.skip` naming the later
+      scales) and `config.stages = scale_stages(num_scales, e, first=...)` trains the rest, so a
+      single-scale run can be continued into a multi-scale one. Read by the config checks, not by
+      `__call__`.
+    dtype: compute dtype of the backbones; the heads, attention, Otsu and boxes run in float32.
 
   `__call__(images, train)` returns (S = num_scales, grid h x w, L classes):
     logits (N, L): log of the mean over scales of the scale predictions;
@@ -164,22 +221,42 @@ class ActivationAttention(nn.Module):
     boxes (N, S, 4): the attention box of every scale's M_b as (y0, x0, y1, x1) normalised to
       [0, 1] in the frame of the ORIGINAL input (the frame of the dataset's `bbox`);
     features (N, S * C): the object features of all scales.
-  `heads` chooses which predictions make a scale's prediction: 'both' (the paper), or only the
-  'local' / 'object' one (for models trained with one loss, Table 5).
   """
   num_classes: int
-  backbone: nn.Module
-  layer: str
+  backbone: Any = 'small_cnn'
+  layer: str = 'conv4'
+  backbone_kwargs: Any = flax.core.FrozenDict()
+  backbone_pretrained: str = ''
+  allow_random_init: bool = False
   num_scales: int = 3
   num_local: int = 16
+  losses: str = 'both'
   attention_source: str = 'activations'
   local_prediction: str = 'pool_then_softmax'
-  heads: str = 'both'
   otsu_bins: int = 256
   crop_source: str = 'original'
   align_corners: bool = False
   min_box_fraction: float = 0.0
+  sequential_stages: bool = True
+  first_trained_scale: int = 1
   dtype: Any = jnp.float32
+
+  def __post_init__(self):
+    for field, valid in (('losses', LOSSES), ('attention_source', ATTENTION_SOURCES),
+                         ('local_prediction', LOCAL_PREDICTIONS), ('crop_source', CROP_SOURCES)):
+      if getattr(self, field) not in valid:
+        raise ValueError(f'config.model.{field} must be one of {", ".join(valid)}, got '
+                         f'{getattr(self, field)!r}')
+    for field, lo in (('num_scales', 1), ('num_local', 1), ('otsu_bins', 2)):
+      if getattr(self, field) < lo:
+        raise ValueError(f'config.model.{field} must be >= {lo}, got {getattr(self, field)}')
+    if not 0.0 <= self.min_box_fraction <= 1.0:
+      raise ValueError(f'config.model.min_box_fraction must be in [0, 1], got '
+                       f'{self.min_box_fraction}')
+    if not 1 <= self.first_trained_scale <= self.num_scales:
+      raise ValueError(f'config.model.first_trained_scale must be in [1, num_scales='
+                       f'{self.num_scales}], got {self.first_trained_scale}')
+    super().__post_init__()
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> dict[str, jax.Array]:
@@ -195,19 +272,26 @@ class ActivationAttention(nn.Module):
         else:
           x = crop_ops.crop_and_resize(x, local_box, (height, width), self.align_corners)
         x = jax.lax.stop_gradient(x)
-      out = ScaleNet(self.num_classes, self.backbone.clone(parent=None), self.layer,
-                     self.num_local, self.attention_source, self.local_prediction,
-                     self.otsu_bins, self.dtype, name=f'scale{s + 1}')(x, train=train)
+      # An injected backbone instance is bound to this module as `backbone` (never called here);
+      # every scale gets its own unbound copy, bound as that scale's `backbone`.
+      backbone = (self.backbone.clone(parent=None) if isinstance(self.backbone, nn.Module)
+                  else self.backbone)
+      out = ScaleNet(
+          num_classes=self.num_classes, backbone=backbone, layer=self.layer,
+          backbone_kwargs=self.backbone_kwargs, backbone_pretrained=self.backbone_pretrained,
+          num_local=self.num_local, attention_source=self.attention_source,
+          local_prediction=self.local_prediction, otsu_bins=self.otsu_bins, dtype=self.dtype,
+          name=f'scale{s + 1}')(x, train=train)
       local_box = jax.lax.stop_gradient(
           box_from_mask(out['mask'], height, width, self.min_box_fraction))
       frame = compose_boxes(frame, local_box, height, width)
       boxes.append(frame / jnp.array([height, width, height, width], jnp.float32))
       outs.append(out)
     stacked = {key: jnp.stack([o[key] for o in outs], axis=1) for key in outs[0]}
-    if self.heads == 'both':
+    if self.losses == 'both':
       scale_probs = (stacked['local_probs'] + stacked['object_probs']) / 2
     else:
-      scale_probs = stacked[f'{self.heads}_probs']
+      scale_probs = stacked[f'{self.losses}_probs']
     probs = jnp.mean(scale_probs, axis=1)
     features = stacked.pop('object_features')
     return {**stacked, 'scale_probs': scale_probs, 'boxes': jnp.stack(boxes, axis=1),

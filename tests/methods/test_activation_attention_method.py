@@ -2,16 +2,20 @@
 ablation switch, Table 6 / IoU eval metrics, config checks, and sequential per-scale stages
 through the real trainer step (stage s changes scale s only)."""
 
+import types
+
+import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
 
-from fgjax import experiment, optim, trainer
+from fgjax import experiment, methods, optim, trainer
 from fgjax.evaluation import protocols
 from fgjax.data import pipeline
 from fgjax.methods import activation_attention as aa
+from fgjax.models.activation_attention import ActivationAttention
 
 L = 6
 
@@ -146,6 +150,46 @@ def test_scale_stages_freeze_every_other_scale(make_config, one_device_mesh):
       assert flat == ({'lr_x1'} if stage.name == f'scale{s}' else {optim.FROZEN}), (stage, s)
 
 
+# config.model of activation_attention as fgjax wrote it by hand before the fields moved onto the
+# module (fgjax/methods/activation_attention.py, 2026-11): the derived config must equal it, so
+# config.json files and --config.model.* overrides of earlier runs keep their meaning.
+HAND_WRITTEN_MODEL = {
+    'backbone': 'small_cnn', 'layer': 'conv4', 'backbone_kwargs': {}, 'backbone_pretrained': '',
+    'allow_random_init': False, 'num_scales': 3, 'num_local': 16, 'losses': 'both',
+    'attention_source': 'activations', 'local_prediction': 'pool_then_softmax', 'otsu_bins': 256,
+    'crop_source': 'original', 'align_corners': False, 'min_box_fraction': 0.0,
+    'sequential_stages': True, 'first_trained_scale': 1}
+
+
+def test_default_model_config_is_the_module_fields():
+  config = aa.METHOD.default_model_config().to_dict()
+  assert config == HAND_WRITTEN_MODEL
+  assert {k: type(v) for k, v in config.items()} == {
+      k: type(v) for k, v in HAND_WRITTEN_MODEL.items()}
+  assert methods.get('activation_attention') is aa.METHOD
+
+
+def test_build_passes_every_field_and_keeps_the_scope_names(make_config):
+  """Every config.model field reaches the module; params stay under scale{s}/backbone, local,
+  object (the prefixes of `pretrained` and of `scale_stages`' frozen patterns)."""
+  config = make_config('activation_attention', num_scales=2, num_local=2, losses='local',
+                       crop_source='previous', min_box_fraction=0.25,
+                       backbone_kwargs={'widths': (8, 8, 8, 8)})
+  model = aa.METHOD.build_model(config, types.SimpleNamespace(num_classes=3))
+  assert isinstance(model, ActivationAttention)
+  assert (model.num_scales, model.num_local, model.losses, model.crop_source,
+          model.min_box_fraction) == (2, 2, 'local', 'previous', 0.25)
+  assert model.num_classes == 3 and model.dtype == jnp.float32
+  assert isinstance(model.backbone_kwargs, flax.core.FrozenDict)
+  hash(model)  # every field hashable (Flax transforms hash modules)
+  params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)),
+                                             train=False))['params']
+  assert sorted(params) == ['scale1', 'scale2']
+  for s in params:
+    assert sorted(params[s]) == ['backbone', 'local', 'object']
+    assert params[s]['local']['kernel'].shape == (1, 1, 8, 2 * 4)
+
+
 @pytest.mark.parametrize('field, value, match', [
     ('losses', 'neither', 'config.model.losses'),
     ('attention_source', 'x', 'config.model.attention_source'),
@@ -153,11 +197,17 @@ def test_scale_stages_freeze_every_other_scale(make_config, one_device_mesh):
     ('local_prediction', 'x', 'config.model.local_prediction'),
     ('num_local', 0, 'config.model.num_local'),
     ('min_box_fraction', 1.5, 'config.model.min_box_fraction'),
-    ('layer', 'conv9', 'config.model.layer'),
+    ('first_trained_scale', 4, 'config.model.first_trained_scale'),
 ])
-def test_check_config_names_the_field(make_config, field, value, match):
+def test_value_check_names_the_field(make_config, field, value, match):
   config = make_config('activation_attention', **{field: value})
   with pytest.raises(ValueError, match=match):
+    aa.METHOD.build_model(config, types.SimpleNamespace(num_classes=2))
+
+
+def test_check_config_names_the_layer(make_config):
+  config = make_config('activation_attention', layer='conv9')
+  with pytest.raises(ValueError, match='config.model.layer'):
     aa.check_config(config)
 
 

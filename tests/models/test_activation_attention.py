@@ -179,7 +179,7 @@ def test_heads_and_options_change_predictions_as_documented():
   images = jnp.asarray(np.random.default_rng(2).integers(0, 256, (2, HW, HW, 3)), jnp.uint8)
   base = _model(num_scales=1)
   variables = base.init(jax.random.key(1), images, train=False)
-  outs = {h: _model(num_scales=1, heads=h).apply(variables, images) for h in aa.HEADS}
+  outs = {h: _model(num_scales=1, losses=h).apply(variables, images) for h in aa.LOSSES}
   np.testing.assert_allclose(np.exp(outs['local']['logits']), outs['both']['local_probs'][:, 0],
                              atol=1e-6)
   np.testing.assert_allclose(np.exp(outs['object']['logits']),

@@ -30,9 +30,9 @@ for m in $METHODS; do
   "$PY" - "$wd" "$imgs" "$NUM_IMAGES" <<'EOF'
 import os, sys
 from PIL import Image
-from fgjax import experiment
+from fgjax import run
 from fgjax.data import datasets
-config = experiment.load_run_config(sys.argv[1])
+config = run.load_config(sys.argv[1])
 builder, _ = datasets.prepare(config.dataset, log=lambda m: None)
 source = datasets.data_source(builder, 'test')
 os.makedirs(sys.argv[2], exist_ok=True)

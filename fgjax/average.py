@@ -17,10 +17,10 @@ import json
 import os
 import sys
 
-from absl import app, flags
+from absl import app
 import numpy as np
 
-_OUT = flags.DEFINE_string('out', None, 'Also write the result to this JSON file.')
+from fgjax import cli
 
 
 def read_metrics(workdir: str) -> dict:
@@ -57,8 +57,8 @@ def main(argv):
   except (FileNotFoundError, ValueError) as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
-  if _OUT.value:
-    with open(_OUT.value, 'w') as f:
+  if cli.OUT.value:
+    with open(cli.OUT.value, 'w') as f:
       json.dump(result, f, indent=2)
   print(json.dumps(result), flush=True)
 

@@ -1,8 +1,25 @@
-"""Flags shared by the entry points (train, evaluate): logging and multi-process start-up."""
+"""Flags shared by the entry points (train, evaluate, export, predict, average): logging and
+multi-process start-up, and every flag more than one of them takes, defined here once so that the
+entry points can be imported together (tests) without a DuplicateFlagError. Flags only one entry
+point takes are defined in it; each command marks its own required flags."""
 
 from absl import flags, logging
+from ml_collections import config_flags
 
 from fgjax import sharding
+
+CONFIG = config_flags.DEFINE_config_file(
+    'config', None, "Config file (get_config()). train: required; evaluate, export: default the "
+    "run's own WORKDIR/config.json.", lock_config=True)
+WORKDIR = flags.DEFINE_string(
+    'workdir', None, "The run's directory: train writes config.json, checkpoints/ and metrics "
+    'there; evaluate, export and predict read them.')
+SPLIT = flags.DEFINE_string('split', None, 'Dataset split. evaluate: default '
+                            'config.dataset.eval_split; export: required.')
+OUT = flags.DEFINE_string('out', None, 'Output file. export: the .npz (required); average: also '
+                          'write the result to this JSON file.')
+PROGRESS = flags.DEFINE_boolean('progress', False, 'export, predict: progress on stderr even '
+                                'when it is not a terminal.')
 
 _DISTRIBUTED = flags.DEFINE_enum(
     'distributed', 'auto', ['auto', 'on', 'off'],

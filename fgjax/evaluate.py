@@ -6,8 +6,8 @@ python -m fgjax.evaluate --workdir=DIR [--config=configs/X.py] [--split=test] [-
 Without --config the run's own config (WORKDIR/config.json, written by fgjax.train) is used.
 Writes WORKDIR/metrics.json for the config's eval split (the same file training ends with), or
 WORKDIR/metrics_<split>.json for another split, and prints the metrics as JSON (the last line of
-stdout). Plots (process 0 only; see fgjax/evaluation/plots.py) go to WORKDIR/plots/<split>/ ('query->gallery'
-is written query_to_gallery):
+stdout). Plots (process 0 only; see fgjax/evaluation/plots.py) go to WORKDIR/plots/<split>/
+('query->gallery' is written query_to_gallery):
 - 'classification' protocol: per_class_accuracy.png, confusion_matrix.png;
 - 'reid': cmc.png (rank 1..50, or the gallery size if smaller);
 - 'retrieval': retrieval_examples.png (--retrieval_queries queries, each with its top-8).
@@ -28,35 +28,29 @@ from absl import app, flags
 import jax
 import numpy as np
 
-from fgjax import checkpoint, cli, experiment, metrics, trainer
+from fgjax import cli, metrics, run
 from fgjax.evaluation import protocols
 from fgjax.evaluation import plots
 from fgjax.evaluation import svm as svm_lib
 
 RETRIEVAL_TOP_K = 8
 
-
-def restore_run(config, workdir: str, mesh=None, log=lambda m: None, step: int | None = None):
-  """(experiment, state, step) of checkpoint `step` (None: the latest) in `workdir`; config None =
-  the run's own WORKDIR/config.json. FileNotFoundError names what is missing (config, checkpoints,
-  the step, with the steps there are); nothing is created in `workdir`."""
-  if config is None:
-    config = experiment.load_run_config(workdir, log)
-  train_first = f'train first with python -m fgjax.train --config=... --workdir={workdir}'
-  if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
-    raise FileNotFoundError(f'{workdir} has no checkpoints/ folder; {train_first}')
-  ckpts = checkpoint.Checkpoints(workdir)
-  steps = ckpts.all_steps()
-  if not steps:
-    raise FileNotFoundError(f'no checkpoint in {ckpts.directory}; {train_first}')
-  if step is None:
-    step = steps[-1]
-  elif step not in steps:
-    raise FileNotFoundError(f'--step={step}: no such checkpoint in {ckpts.directory} (steps: '
-                            f'{", ".join(map(str, steps))})')
-  exp = experiment.setup(config, mesh=mesh, log=log)
-  state, _ = trainer.restore(exp, ckpts, step)
-  return exp, state, step
+_PLOTS = flags.DEFINE_boolean('plots', True, 'Write plots into WORKDIR/plots/<split>/ '
+                             '(--noplots: no).')
+_RETRIEVAL_QUERIES = flags.DEFINE_integer('retrieval_queries', 6,
+                                          'Queries shown in retrieval_examples.png.')
+_SVM = flags.DEFINE_boolean('svm', False, 'Also train one-vs-all linear SVMs on the training '
+                            'split\'s embeddings and report svm_top1 (needs pip install '
+                            '\'fgjax[svm]\').')
+_SVM_C = flags.DEFINE_float('svm_c', 1.0, 'SVM regularisation C (LIBLINEAR; paper: not stated).')
+_SVM_LOSS = flags.DEFINE_enum('svm_loss', 'hinge', list(svm_lib.LOSSES), 'SVM loss.')
+_SVM_NORMALIZE = flags.DEFINE_enum('svm_normalize', 'l2', list(svm_lib.NORMALIZATIONS),
+                                   'Feature normalisation before the SVM.')
+_SVM_TRAIN_SPLITS = flags.DEFINE_list('svm_train_splits', None, 'Splits whose embeddings train '
+                                      'the SVMs, concatenated (default: '
+                                      'config.dataset.train_split).')
+_SVM_EMBEDDING = flags.DEFINE_string('svm_embedding', None, 'Method output fed to the SVMs '
+                                     '(default: config.eval.embedding).')
 
 
 def is_main_process() -> bool:
@@ -144,9 +138,10 @@ def check_svm(exp, train_splits=None, embedding=None, **options) -> dict:
 
 def svm_metrics(exp, state, split: str, gathered: dict, *, train_splits, embedding,
                 **opts) -> dict:
-  """One-vs-all linear SVMs (fgjax.evaluation.svm) trained on `train_splits` and scored on `split`, on the
-  method output `embedding`; other options (C, loss, normalize, max_iter) go to fgjax.evaluation.svm. The
-  options are those `check_svm` returned (validated, defaults filled in)."""
+  """One-vs-all linear SVMs (fgjax.evaluation.svm) trained on `train_splits` and scored on
+  `split`, on the method output `embedding`; other options (C, loss, normalize, max_iter) go to
+  fgjax.evaluation.svm. The options are those `check_svm` returned (validated, defaults filled
+  in)."""
   step = protocols.make_eval_step(exp, outputs=(embedding,), batch_keys=('label',))
   train = [protocols.collect(exp, state, s, step, batch_keys=('label',)) for s in train_splits]
   test = gathered.get('eval', {})
@@ -168,7 +163,7 @@ def evaluate_latest(config, workdir: str, split: str | None = None, *, plots_on:
   {'C': 1.0, 'train_splits': ['train']}). The returned dict has 'plots': the plot directory,
   when plots were written (not in the metrics file).
   """
-  exp, state, step = restore_run(config, workdir, mesh, log)
+  exp, state, step = run.restore(config, workdir, mesh, log)
   if svm is not None:
     svm = check_svm(exp, **svm)  # before anything is computed
   result, gathered = protocols.evaluate_with_outputs(exp, state, split)
@@ -189,41 +184,18 @@ def evaluate_latest(config, workdir: str, split: str | None = None, *, plots_on:
   return out
 
 
-def define_flags():
-  """The command's flags (defined only when run as a command, so that importing this module
-  next to other entry points defines nothing)."""
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  config_flags.DEFINE_config_file('config', None, 'Config file of the run (default: the run\'s '
-                                  'own WORKDIR/config.json).', lock_config=True)
-  flags.DEFINE_string('workdir', None, 'The run\'s workdir (with checkpoints/).')
-  flags.DEFINE_string('split', None, 'Split to evaluate (default: config.dataset.eval_split).')
-  flags.DEFINE_boolean('plots', True, 'Write plots into WORKDIR/plots/<split>/ (--noplots: no).')
-  flags.DEFINE_integer('retrieval_queries', 6, 'Queries shown in retrieval_examples.png.')
-  flags.DEFINE_boolean('svm', False, 'Also train one-vs-all linear SVMs on the training split\'s '
-                       'embeddings and report svm_top1 (needs pip install \'fgjax[svm]\').')
-  flags.DEFINE_float('svm_c', 1.0, 'SVM regularisation C (LIBLINEAR; paper: not stated).')
-  flags.DEFINE_enum('svm_loss', 'hinge', list(svm_lib.LOSSES), 'SVM loss.')
-  flags.DEFINE_enum('svm_normalize', 'l2', list(svm_lib.NORMALIZATIONS),
-                    'Feature normalisation before the SVM.')
-  flags.DEFINE_list('svm_train_splits', None, 'Splits whose embeddings train the SVMs, '
-                    'concatenated (default: config.dataset.train_split).')
-  flags.DEFINE_string('svm_embedding', None, 'Method output fed to the SVMs (default: '
-                      'config.eval.embedding).')
-  flags.mark_flags_as_required(['workdir'])
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cli.start()
-  f = flags.FLAGS
   svm = None
-  if f.svm:
-    svm = {'C': f.svm_c, 'loss': f.svm_loss, 'normalize': f.svm_normalize,
-           'train_splits': f.svm_train_splits, 'embedding': f.svm_embedding}
+  if _SVM.value:
+    svm = {'C': _SVM_C.value, 'loss': _SVM_LOSS.value, 'normalize': _SVM_NORMALIZE.value,
+           'train_splits': _SVM_TRAIN_SPLITS.value, 'embedding': _SVM_EMBEDDING.value}
   try:
-    result = evaluate_latest(f.config, f.workdir, f.split, plots_on=f.plots, svm=svm,
-                             retrieval_queries=f.retrieval_queries,
+    result = evaluate_latest(cli.CONFIG.value, cli.WORKDIR.value, cli.SPLIT.value,
+                             plots_on=_PLOTS.value, svm=svm,
+                             retrieval_queries=_RETRIEVAL_QUERIES.value,
                              log=lambda m: print(m, file=sys.stderr, flush=True))
   except (FileNotFoundError, ValueError, ImportError) as e:
     print(f'ERROR: {e}', file=sys.stderr, flush=True)
@@ -235,5 +207,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  define_flags()
+  # Marked here, not at import: fgjax.cli's flags are shared with the other commands.
+  flags.mark_flags_as_required(['workdir'])
   app.run(main)

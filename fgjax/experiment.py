@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
-import os
 
 import jax
 import jax.numpy as jnp
@@ -106,59 +104,6 @@ def _prepare_once(cfg, log):
       sharding.barrier('fgjax-dataset-prepared')
   sharding.barrier('fgjax-dataset-prepared')
   return datasets.prepare(cfg, log=lambda m: None)
-
-
-def _fill_missing(raw: dict, defaults: dict, prefix: str = '', depth: int = 2) -> list[str]:
-  """Adds to `raw` (in place) every field of `defaults` it lacks, looking `depth` levels down
-  (top-level fields and the fields of sections such as `model`; a dict inside a section, e.g.
-  `optim.lr_multipliers`, is a value: never merged). Returns the added fields' dotted names."""
-  added = []
-  for key, value in defaults.items():
-    if key not in raw:
-      raw[key] = value
-      added.append(prefix + key)
-    elif depth > 1 and isinstance(value, dict) and isinstance(raw[key], dict):
-      added += _fill_missing(raw[key], value, f'{prefix}{key}.', depth - 1)
-  return added
-
-
-def _lookup(tree: dict, dotted: str):
-  for key in dotted.split('.'):
-    tree = tree[key]
-  return tree
-
-
-def load_run_config(workdir: str, log=lambda m: None) -> ml_collections.ConfigDict:
-  """The config a run was trained with: WORKDIR/config.json (written by fgjax.train), locked.
-
-  Used by the commands that take only --workdir (predict, export) and by evaluate without --config.
-  JSON lists stand where the config file had tuples; every consumer accepts both. Fields added to
-  fgjax after the run was written (absent from its config.json) get today's defaults (the base
-  config's and the method's `default_model_config`), each named through `log`; fields a newer
-  fgjax default changed keep the run's value.
-  """
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
-    raise FileNotFoundError(f'{path} does not exist: --workdir must be a directory written by '
-                            'python -m fgjax.train --config=... --workdir=DIR')
-  with open(path) as f:
-    try:
-      raw = json.load(f)
-    except json.JSONDecodeError as e:
-      raise ValueError(f'{path} is not valid JSON ({e}); it should be the config.json that '
-                       'fgjax.train wrote') from e
-  if not isinstance(raw, dict) or 'method' not in raw or 'dataset' not in raw:
-    raise ValueError(f'{path} is not an fgjax run config (expected a JSON object with "method" '
-                     'and "dataset")')
-  from fgjax.default_config import get_base_config  # pylint: disable=g-import-not-at-top
-  defaults = get_base_config().to_dict()
-  defaults['model'] = methods.get(raw['method']).default_model_config().to_dict()
-  for name in _fill_missing(raw, defaults):
-    log(f'{path} has no {name} (added to fgjax later): using the default '
-        f'{_lookup(defaults, name)!r}')
-  config = ml_collections.ConfigDict(raw)
-  config.lock()
-  return config
 
 
 def setup(config: ml_collections.ConfigDict, mesh=None, log=print) -> Experiment:

@@ -27,8 +27,12 @@ from absl import app, flags
 import jax
 import numpy as np
 
-from fgjax import cli, evaluate, writers
+from fgjax import cli, run, writers
 from fgjax.evaluation import protocols
+
+_EMBEDDING = flags.DEFINE_string('embedding', None, 'Method output to export (default: '
+                                 'config.eval.embedding).')
+_OVERWRITE = flags.DEFINE_boolean('overwrite', False, 'Replace --out if it exists.')
 
 
 def check_out(out: str, overwrite: bool) -> str:
@@ -46,7 +50,7 @@ def check_out(out: str, overwrite: bool) -> str:
 def export_embeddings(workdir: str, split: str, embedding: str | None = None, *, config=None,
                       progress=None, mesh=None, log=lambda m: None) -> dict[str, np.ndarray]:
   """The arrays of the .npz (see the module docstring), computed on the latest checkpoint."""
-  exp, state, step = evaluate.restore_run(config, workdir, mesh, log)
+  exp, state, step = run.restore(config, workdir, mesh, log)
   exp.meta.check_split(split, '--split')
   embedding = embedding or exp.config.eval.embedding
   protocols.check_embedding(exp, embedding, '--embedding')
@@ -85,30 +89,17 @@ def export(workdir: str, split: str, out: str, embedding: str | None = None, *,
   return out
 
 
-def define_flags():
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  config_flags.DEFINE_config_file('config', None, 'Config file of the run (default: the run\'s '
-                                  'own WORKDIR/config.json).', lock_config=True)
-  flags.DEFINE_string('workdir', None, 'The run\'s workdir (with checkpoints/).')
-  flags.DEFINE_string('split', None, 'Split to export.')
-  flags.DEFINE_string('out', None, 'Output file (.npz).')
-  flags.DEFINE_string('embedding', None, 'Method output to export (default: '
-                      'config.eval.embedding).')
-  flags.DEFINE_boolean('progress', False, 'Progress on stderr even when it is not a terminal.')
-  flags.DEFINE_boolean('overwrite', False, 'Replace --out if it exists.')
-  flags.mark_flags_as_required(['workdir', 'split', 'out'])
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cli.start()
-  f = flags.FLAGS
-  show = f.progress or sys.stderr.isatty()
-  progress = writers.StatusLine(f'export {f.split}', enabled=show and jax.process_index() == 0)
+  show = cli.PROGRESS.value or sys.stderr.isatty()
+  progress = writers.StatusLine(f'export {cli.SPLIT.value}',
+                                enabled=show and jax.process_index() == 0)
   try:
-    path = export(f.workdir, f.split, f.out, f.embedding, overwrite=f.overwrite, config=f.config,
-                  progress=progress, log=lambda m: print(m, file=sys.stderr, flush=True))
+    path = export(cli.WORKDIR.value, cli.SPLIT.value, cli.OUT.value, _EMBEDDING.value,
+                  overwrite=_OVERWRITE.value, config=cli.CONFIG.value, progress=progress,
+                  log=lambda m: print(m, file=sys.stderr, flush=True))
   except (FileNotFoundError, FileExistsError, ValueError) as e:
     print(f'ERROR: {e}', file=sys.stderr, flush=True)
     sys.exit(2)
@@ -116,5 +107,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  define_flags()
+  # Marked here, not at import: fgjax.cli's flags are shared with the other commands.
+  flags.mark_flags_as_required(['workdir', 'split', 'out'])
   app.run(main)

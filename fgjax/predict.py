@@ -3,7 +3,7 @@
 python -m fgjax.predict --workdir=DIR IMAGE_OR_FOLDER... [--topk=K] [--overlays=OUT] [--step=N]
     [--batch_size=8] [--progress] [--cell=U,V]
 
-The run is rebuilt from WORKDIR/config.json (`experiment.load_run_config`) and its checkpoint
+The run is rebuilt from WORKDIR/config.json (`fgjax.run.load_config`) and its checkpoint
 (latest, or --step). Folders are searched recursively (fgjax.images.IMAGE_EXTENSIONS, sorted).
 Every image goes through the evaluation preprocessing of the run (`augment.preprocess` with no
 rng: resize, centre crop; a config with `crop_to_bbox` sees the whole image as the box, as user
@@ -17,8 +17,8 @@ stderr: `SKIP path: reason` for every unreadable file (the run goes on), progres
 when stderr is a terminal or with --progress, and a summary line. With --overlays=OUT, a PNG per
 image OUT/<relative name with / replaced by __>.png (the relative name is the file's basename, or
 the folder's name and the path inside it) showing the method's `attention_panels`
-(fgjax/visualisation/overlays.py, docs/predict.md). Exit status 2 with a message for a bad workdir, no
-checkpoint, a bad option, or no readable image at all.
+(fgjax/visualisation/overlays.py, docs/predict.md). Exit status 2 with a message for a bad
+workdir, no checkpoint, a bad option, or no readable image at all.
 """
 
 from __future__ import annotations
@@ -32,10 +32,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fgjax import checkpoint, cli, evaluate, experiment, images as images_lib, sharding, writers
+from fgjax import checkpoint, cli, images as images_lib, sharding, writers
+from fgjax import run as run_lib
 from fgjax.data import augment
 
 DEFAULT_TOPK = 5
+
+_TOPK = flags.DEFINE_integer('topk', None, 'Classes per image, at most the number of classes '
+                             '(default: 5, or all classes when there are fewer).')
+_OVERLAYS = flags.DEFINE_string('overlays', None, 'Folder for one attention-overlay PNG per '
+                                'image.')
+_STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
+_BATCH_SIZE = flags.DEFINE_integer('batch_size', 8, 'Images per forward pass (the last is '
+                                   'padded).')
+_CELL = flags.DEFINE_string('cell', None, 'bilinear_lstm overlays: the cell U,V whose attention '
+                            'is drawn (default: the last cell; negative counts from the end).')
 
 
 class PredictError(Exception):
@@ -111,12 +122,12 @@ def load(workdir: str, step: int | None = None, batch_size: int = 8, mesh=None,
   if batch_size < 1:
     raise PredictError(f'--batch_size must be >= 1, got {batch_size}')
   try:
-    config = experiment.load_run_config(workdir, log)
+    config = run_lib.load_config(workdir, log)
   except (FileNotFoundError, ValueError) as e:
     raise PredictError(str(e)) from None
   mesh = sharding.make_mesh(jax.devices()[:1]) if mesh is None else mesh
   try:
-    exp, state, step = evaluate.restore_run(config, workdir, mesh, log, step)
+    exp, state, step = run_lib.restore(config, workdir, mesh, log, step)
   except FileNotFoundError as e:
     raise PredictError(str(e)) from None
   except (ValueError, checkpoint.CheckpointError) as e:
@@ -225,36 +236,22 @@ def _write_overlay(predictor, name, image, outputs, index, probs, overlays_dir, 
   return path
 
 
-def define_flags():
-  flags.DEFINE_string('workdir', None, 'The run\'s workdir (config.json, checkpoints/).')
-  flags.DEFINE_integer('topk', None, 'Classes per image, at most the number of classes '
-                       '(default: 5, or all classes when there are fewer).')
-  flags.DEFINE_string('overlays', None, 'Folder for one attention-overlay PNG per image.')
-  flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
-  flags.DEFINE_integer('batch_size', 8, 'Images per forward pass (the last is padded).')
-  flags.DEFINE_bool('progress', False, 'Progress on stderr even when not a terminal.')
-  flags.DEFINE_string('cell', None, 'bilinear_lstm overlays: the cell U,V whose attention is drawn '
-                      '(default: the last cell; negative counts from the end).')
-
-
 def main(argv):
   cli.start()
-  f = flags.FLAGS
-  if not f.workdir:
-    raise app.UsageError('--workdir is required')
   try:
     if len(argv) < 2:
       raise PredictError('no image or folder given: python -m fgjax.predict --workdir=DIR '
                          'IMAGE_OR_FOLDER...')
-    cell = parse_cell(f.cell)
-    predictor = load(f.workdir, f.step, f.batch_size)
-    run(predictor, argv[1:], topk=f.topk, overlays_dir=f.overlays, cell=cell,
-        progress=True if f.progress else None)
+    cell = parse_cell(_CELL.value)
+    predictor = load(cli.WORKDIR.value, _STEP.value, _BATCH_SIZE.value)
+    run(predictor, argv[1:], topk=_TOPK.value, overlays_dir=_OVERLAYS.value, cell=cell,
+        progress=True if cli.PROGRESS.value else None)
   except PredictError as e:
     print(f'ERROR: {e}', file=sys.stderr, flush=True)
     sys.exit(2)
 
 
 if __name__ == '__main__':
-  define_flags()
+  # Marked here, not at import: fgjax.cli's flags are shared with the other commands.
+  flags.mark_flags_as_required(['workdir'])
   app.run(main)

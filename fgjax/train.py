@@ -11,14 +11,8 @@ problem found before training (the message says what to change).
 import sys
 
 from absl import app, flags
-from ml_collections import config_flags
 
-from fgjax import checkpoint, cli, trainer
-
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (get_config()).',
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and metrics.')
-flags.mark_flags_as_required(['config', 'workdir'])
+from fgjax import checkpoint, cli, run, trainer
 
 
 def main(argv):
@@ -26,8 +20,8 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cli.start()
   try:
-    trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except trainer.ConfigError as e:  # config / workdir / dataset problems: the message says what to do
+    trainer.train_and_evaluate(cli.CONFIG.value, cli.WORKDIR.value)
+  except run.ConfigError as e:  # config / workdir / dataset problems: the message says what to do
     print(f'ERROR: {e}', file=sys.stderr, flush=True)
     sys.exit(2)
   except (trainer.NonFiniteError, checkpoint.CheckpointError) as e:
@@ -36,4 +30,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  # Marked here, not at import: fgjax.cli's flags are shared with the other commands.
+  flags.mark_flags_as_required(['config', 'workdir'])
   app.run(main)

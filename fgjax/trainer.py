@@ -14,70 +14,21 @@ import re
 import signal
 import threading
 import time
-from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from fgjax import checkpoint as ckpt_lib
 from fgjax import experiment as experiment_lib
-from fgjax import optim, sharding, writers
-from fgjax.evaluation import protocols
+from fgjax import optim, run as run_lib, sharding, writers
 from fgjax.data import pipeline
-
-
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array
-  params: Any
-  batch_stats: Any
-  opt_state: Any
-  rng: jax.Array  # raw key data (uint32), so checkpoints hold plain arrays
-  first_nonfinite: jax.Array  # int32: first step whose loss or gradient was not finite, -1 if none
-  num_skipped: jax.Array  # int32: steps skipped as non-finite (train.skip_nonfinite_steps)
+from fgjax.evaluation import protocols
+from fgjax.state import TrainState, init_state, restore, variables
 
 
 class NonFiniteError(FloatingPointError):
   pass
-
-
-class ConfigError(ValueError):
-  """A config, workdir or dataset problem found before training (printed without a traceback)."""
-
-
-def _variables(params, batch_stats) -> dict:
-  return {'params': params, 'batch_stats': batch_stats} if batch_stats else {'params': params}
-
-
-def _init_fn(exp: experiment_lib.Experiment, tx: optax.GradientTransformation):
-  """A zero-argument function creating the initial TrainState from config.seed."""
-  def init():
-    key = jax.random.key(exp.config.seed)
-    k_params, k_dropout, k_train = jax.random.split(key, 3)
-    variables = exp.model.init({'params': k_params, 'dropout': k_dropout}, exp.dummy_images(),
-                               train=False)
-    params = variables['params']
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params),
-                      rng=jax.random.key_data(k_train),
-                      first_nonfinite=jnp.full((), -1, jnp.int32),
-                      num_skipped=jnp.zeros((), jnp.int32))
-  return init
-
-
-def init_state(exp: experiment_lib.Experiment, tx: optax.GradientTransformation) -> TrainState:
-  """Initial state, created directly with replicated sharding on the mesh."""
-  return jax.jit(_init_fn(exp, tx), out_shardings=sharding.replicated(exp.mesh))()
-
-
-def abstract_state(exp: experiment_lib.Experiment, tx) -> TrainState:
-  """Shapes, dtypes and (replicated) shardings of the state, without computing anything."""
-  rep = sharding.replicated(exp.mesh)
-  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep),
-                      jax.eval_shape(_init_fn(exp, tx)))
 
 
 def make_train_step(exp: experiment_lib.Experiment, tx: optax.GradientTransformation):
@@ -90,7 +41,7 @@ def make_train_step(exp: experiment_lib.Experiment, tx: optax.GradientTransforma
     def loss_fn(params):
       extra_inputs = {arg: batch[key] for arg, key in method.train_inputs}
       outputs, updates = model.apply(
-          _variables(params, state.batch_stats), batch['image'], train=True,
+          variables(params, state.batch_stats), batch['image'], train=True,
           rngs={'dropout': key}, mutable=['batch_stats'], **extra_inputs)
       loss, extra = method.loss_fn(outputs, batch, config)
       return loss, (extra, updates)
@@ -165,22 +116,6 @@ class _Run:
                                   'skipped_nonfinite_steps': int(state.num_skipped)})
 
 
-# Fields that may change between a run and its resumption without changing what is computed.
-RESUMABLE_CHANGES = ('train.log_every_steps', 'train.eval_every_steps',
-                     'train.checkpoint_every_steps', 'train.max_checkpoints_to_keep',
-                     'train.allow_config_change', 'dataset.num_threads', 'dataset.prefetch',
-                     'dataset.data_dir', 'dataset.manual_dir', 'eval.batch_size')
-
-
-def _flat_json(tree, prefix=''):
-  if isinstance(tree, dict):
-    out = {}
-    for k, v in tree.items():
-      out.update(_flat_json(v, f'{prefix}{k}.'))
-    return out
-  return {prefix[:-1]: tree}
-
-
 def _check_writable(workdir: str) -> None:
   try:
     os.makedirs(workdir, exist_ok=True)
@@ -189,28 +124,7 @@ def _check_writable(workdir: str) -> None:
       f.write('ok')
     os.remove(probe)
   except OSError as e:
-    raise ConfigError(f'workdir {workdir} is not writable: {type(e).__name__}: {e}') from e
-
-
-def _write_config(config, workdir, log) -> None:
-  """Save config.json; refuse to resume a workdir whose saved config differs (see ConfigError)."""
-  path = os.path.join(workdir, 'config.json')
-  new = json.loads(config.to_json_best_effort())
-  if os.path.exists(path):
-    with open(path) as f:
-      old_flat, new_flat = _flat_json(json.load(f)), _flat_json(new)
-    diff = sorted(k for k in set(old_flat) | set(new_flat)
-                  if old_flat.get(k) != new_flat.get(k) and k not in RESUMABLE_CHANGES)
-    if diff and not config.train.allow_config_change:
-      lines = '\n'.join(f'  {k}: {old_flat.get(k, "<absent>")!r} -> {new_flat.get(k, "<absent>")!r}'
-                        for k in diff)
-      raise ConfigError(f'{path} was written by a run with a different config:\n{lines}\nUse '
-                        'another --workdir, or set config.train.allow_config_change=True to '
-                        'resume anyway.')
-    if diff:
-      log(f'WARNING: resuming {workdir} with a changed config ({", ".join(diff)})')
-  with open(path, 'w') as f:
-    json.dump(new, f, indent=2, sort_keys=True)
+    raise run_lib.ConfigError(f'workdir {workdir} is not writable: {type(e).__name__}: {e}') from e
 
 
 def _restore_or_init(run: _Run):
@@ -255,16 +169,6 @@ def _load_into(exp, state: TrainState, path: str, skip: tuple[str, ...], into: s
   rep = sharding.replicated(exp.mesh)
   return state.replace(params=jax.device_put(merged['params'], rep),
                        batch_stats=jax.device_put(merged['batch_stats'], rep)), report
-
-
-def restore(exp: experiment_lib.Experiment, ckpts: ckpt_lib.Checkpoints, step: int):
-  """(state, meta) of checkpoint `step`, with the optimizer structure of the stage it was in."""
-  meta = ckpts.restore_meta(step)
-  if meta['stage'] >= len(exp.stages):
-    raise ValueError(f'checkpoint {step} was written in stage {meta["stage"]} '
-                     f'({meta["stage_name"]!r}) but this config has {len(exp.stages)} stage(s)')
-  tx = exp.optimizer(exp.stages[meta['stage']])
-  return ckpts.restore_state(step, abstract_state(exp, tx)), meta
 
 
 def _train_stage(run: _Run, stage: optim.Stage, state: TrainState, position: int, batches,
@@ -342,11 +246,11 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
   try:
     exp = experiment_lib.setup(config, mesh=mesh, log=log)
   except FileNotFoundError as e:  # e.g. dataset files missing: the message says what to do
-    raise ConfigError(str(e)) from e
+    raise run_lib.ConfigError(str(e)) from e
   workdir = os.path.abspath(os.path.expanduser(workdir))
   _check_writable(workdir)
   if is_main:
-    _write_config(config, workdir, log)
+    run_lib.write_config(config, workdir, log)
   run = _Run(exp, workdir, log)
   log(f'method {exp.method.name}, dataset {exp.meta.name} ({exp.meta.split_sizes}), '
       f'{exp.mesh.devices.size} device(s) on {jax.process_count()} process(es), '

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from fgjax import evaluate, experiment, metrics
+from fgjax import evaluate, metrics, run
 from fgjax.evaluation import protocols
 from fgjax.evaluation import plots
 
@@ -36,7 +36,7 @@ def _png(path, size_inches):
 
 
 def _config_with(workdir, **eval_fields):
-  config = experiment.load_run_config(workdir)
+  config = run.load_config(workdir)
   with config.unlocked():
     config.eval.update(eval_fields)
   return config
@@ -81,7 +81,7 @@ def test_reid_cmc_plot(trained_workdir, tmp_path, one_device_mesh):
   assert result['split'] == 'query->gallery'
   _png(os.path.join(wd, 'plots', 'query_to_gallery', 'cmc.png'), plots.SIZES['cmc'])
   # The plotted curve is the one the metrics come from: rank 1..min(50, gallery size = 32).
-  exp, state, _ = evaluate.restore_run(config, wd, one_device_mesh)
+  exp, state, _ = run.restore(config, wd, one_device_mesh)
   _, gathered = protocols.evaluate_with_outputs(exp, state)
   cmc = evaluate.reid_cmc(exp, gathered['query'], gathered['gallery'])
   assert len(cmc) == 32 and np.all(np.diff(cmc) >= 0) and cmc[-1] == 1.0
@@ -98,7 +98,7 @@ def test_retrieval_examples_plot(trained_workdir, tmp_path, one_device_mesh):
   img = _png(os.path.join(wd, 'plots', 'retrieval_test', 'retrieval_examples.png'),
              plots.retrieval_grid_size(4, evaluate.RETRIEVAL_TOP_K))
   # Frames: green for same-class neighbours, red for different-class ones, as many as there are.
-  exp, state, _ = evaluate.restore_run(config, wd, one_device_mesh)
+  exp, state, _ = run.restore(config, wd, one_device_mesh)
   _, gathered = protocols.evaluate_with_outputs(exp, state, 'retrieval_test')
   emb, labels = gathered['eval']['features'], gathered['eval']['label']
   queries, nbrs = evaluate.retrieval_neighbours(emb, 4, evaluate.RETRIEVAL_TOP_K)

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from fgjax import evaluate, experiment, export
+from fgjax import export, run
 from fgjax.data import augment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -19,7 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_npz_contents_match_the_dataset_and_the_model(trained_workdir, tmp_path,
                                                       one_device_mesh):
   wd = trained_workdir('bcnn')
-  config = experiment.load_run_config(wd)
+  config = run.load_config(wd)
   with config.unlocked():
     config.eval.batch_size = 24  # 32 gallery images: the second batch is padded with 16
   out = export.export(wd, 'gallery', str(tmp_path / 'g.npz'), config=config,
@@ -27,7 +27,7 @@ def test_npz_contents_match_the_dataset_and_the_model(trained_workdir, tmp_path,
   assert out == str(tmp_path / 'g.npz')
   with np.load(out) as f:  # no pickled objects
     z = dict(f)
-  exp, state, step = evaluate.restore_run(None, wd, one_device_mesh)
+  exp, state, step = run.restore(None, wd, one_device_mesh)
   source = exp.source('gallery')
   n = len(source)
   assert n == 32

@@ -8,7 +8,7 @@ import jax
 import pytest
 
 import reliability_helpers as rel  # tests/reliability/reliability_helpers.py
-from fgjax import checkpoint, trainer
+from fgjax import checkpoint, run, trainer
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def test_workdir_with_a_different_config(make_config, tmp_path, one_device_mesh,
     changed.optim.learning_rate = 0.5
     changed.train.log_every_steps = 7  # harmless: allowed on resume
   monkeypatch.setattr(jax, 'jit', lambda *a, **k: (_ for _ in ()).throw(AssertionError('jit')))
-  with pytest.raises(trainer.ConfigError) as info:
+  with pytest.raises(run.ConfigError) as info:
     trainer.train_and_evaluate(changed, workdir, mesh=one_device_mesh, log=lambda m: None)
   msg = str(info.value)
   assert 'optim.learning_rate: 0.05 -> 0.5' in msg and 'log_every_steps' not in msg
@@ -55,11 +55,11 @@ def test_missing_dataset_and_unwritable_workdir(make_config, tmp_path, one_devic
     config.dataset.name, config.dataset.config = 'cub2011', None
     config.dataset.manual_dir = str(tmp_path / 'empty')
   os.makedirs(tmp_path / 'empty')
-  with pytest.raises(trainer.ConfigError, match='cub2011: missing files'):
+  with pytest.raises(run.ConfigError, match='cub2011: missing files'):
     trainer.train_and_evaluate(config, str(tmp_path / 'w'), mesh=one_device_mesh,
                                log=lambda m: None)
   (tmp_path / 'a_file').write_text('x')  # a workdir under a regular file cannot be created
-  with pytest.raises(trainer.ConfigError, match='is not writable'):
+  with pytest.raises(run.ConfigError, match='is not writable'):
     trainer.train_and_evaluate(make_config('bcnn'), str(tmp_path / 'a_file' / 'w'),
                                mesh=one_device_mesh, log=lambda m: None)
 

@@ -22,7 +22,6 @@ import time
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from benchmarks import heads
@@ -44,9 +43,7 @@ def _set_layers(after: bool) -> None:
 def _resnet_method(dot: bool) -> methods.Method:
   return methods.Method(
       name='resnet50_classifier', loss_fn=losses.classification, predict_fn=lambda o: o,
-      build_model=lambda c, m: resnet.ResNet50(include_top=True, num_classes=m.num_classes,
-                                               dot_1x1=dot),
-      default_model_config=ml_collections.ConfigDict)
+      model=resnet.ResNet50, fixed_fields={'include_top': True, 'dot_1x1': dot})
 
 
 def steps(which, reps: int) -> None:

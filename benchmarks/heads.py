@@ -35,9 +35,16 @@ import numpy as np
 import optax
 
 from benchmarks import common
-from fgjax import losses, methods, sharding, trainer
 from fgjax import experiment as experiment_lib
+from fgjax import losses, methods, metrics, sharding, trainer
+from fgjax.data import datasets, pipeline
 from fgjax.default_config import get_base_config
+from fgjax.evaluation import protocols
+from fgjax.models.a3m import A3M, split_attribute_logits
+from fgjax.models.backbones.resnet import ResNet50
+from fgjax.ops import anchors, bilinear as bops
+from fgjax.ops.crop import crop_and_resize
+from fgjax.ops.nms import hard_nms
 
 
 # ------------------------------------------------------------------------------------------------
@@ -45,14 +52,10 @@ from fgjax.default_config import get_base_config
 # ------------------------------------------------------------------------------------------------
 
 def classifier_method() -> methods.Method:
-  """A plain image classifier (not registered): ResNet-50 with its `fc`, cross entropy."""
-  def build(config, meta):
-    from fgjax.models.backbones.resnet import ResNet50  # pylint: disable=g-import-not-at-top
-    return ResNet50(include_top=True, num_classes=meta.num_classes,
-                    dtype=methods.compute_dtype(config))
-  return methods.Method(name='resnet50_classifier', build_model=build,
-                        loss_fn=losses.classification, predict_fn=lambda o: {'logits': o['logits']},
-                        default_model_config=ml_collections.ConfigDict)
+  """A plain image classifier (not in METHODS): ResNet-50 with its `fc`, cross entropy."""
+  return methods.Method(name='resnet50_classifier', model=ResNet50,
+                        fixed_fields={'include_top': True}, loss_fn=losses.classification,
+                        predict_fn=lambda o: {'logits': o['logits']})
 
 
 def train_config(method: str, size: int, batch: int, dtype: str = 'float32',
@@ -105,7 +108,6 @@ def fgjax_train_step(exp, batch: int, *, lr: float = 0.01, momentum: float = 0.9
 def fgjax_eval_img_s(exp, batch: int, *, iters: int = 3, min_time: float = 0.0) -> float:
   """Inference img/s of `protocols.make_eval_step(exp)` (the step evaluation runs: forward in
   eval mode + predict_fn, logits out) on random uint8 images, after a warm-up call."""
-  from fgjax.evaluation import protocols  # pylint: disable=g-import-not-at-top
   tx = optax.sgd(0.01)
   state = trainer.init_state(exp, tx)
   rng = np.random.default_rng(1)
@@ -134,7 +136,6 @@ def fgjax_bcnn_head(batch: int, grid: int, channels: int, num_classes: int, symm
                     iters: int = 3, min_time: float = 0.0, peak: float | None = None,
                     dtype=jnp.float32):
   """B-CNN head fwd+bwd: bilinear_features (+ crop/pool/sqrt/l2) -> linear -> cross entropy."""
-  from fgjax.ops import bilinear as bops  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
   a = jnp.asarray(np.maximum(rng.normal(size=(batch, grid, grid, channels)), 0), dtype)
   b = None if symmetric else jnp.asarray(
@@ -160,14 +161,12 @@ class _Identity(nn.Module):
 
 
 def a3m_head_model(num_classes: int, attribute_classes, embed_dim: int):
-  from fgjax.models.a3m import A3M  # pylint: disable=g-import-not-at-top
   return A3M(num_classes=num_classes, backbone=_Identity(), layer='x',
              attribute_classes=tuple(attribute_classes), embed_dim=embed_dim, variant='paper')
 
 
 def a3m_loss(outputs, labels, attr_labels, attribute_classes):
   """CE(final) + CE(category) + sum_k CE(attribute k): paper eq. 2, 4, 10 with unit weights."""
-  from fgjax.models.a3m import split_attribute_logits  # pylint: disable=g-import-not-at-top
   total = losses.cross_entropy(outputs['logits'], labels)
   total += losses.cross_entropy(outputs['category_logits'], labels)
   for k, logits in enumerate(split_attribute_logits(outputs['attribute_logits'],
@@ -202,7 +201,6 @@ def fgjax_a3m_head(batch: int, grid: int, channels: int, num_classes: int, attri
 
 def nms_crop_inputs(batch: int, size: int, seed: int = 0):
   """(images (B,S,S,3) float32, scores (B, A) float32, integer boxes (A,4) unpadded, pad)."""
-  from fgjax.ops import anchors  # pylint: disable=g-import-not-at-top
   pad = size // 2
   _, edge = anchors.nts_default_anchors(size, geometry_scale=size / 448)
   boxes = anchors.padded_integer_boxes(edge, pad) - pad
@@ -215,8 +213,6 @@ def nms_crop_inputs(batch: int, size: int, seed: int = 0):
 def fgjax_nms_crop(batch: int, size: int, topn: int, out_size: int, *, iou: float = 0.25,
                    iters: int = 3, min_time: float = 0.0, peak: float | None = None):
   """hard_nms per image (vmapped) + crop_and_resize of the kept boxes, one jitted call."""
-  from fgjax.ops.crop import crop_and_resize  # pylint: disable=g-import-not-at-top
-  from fgjax.ops.nms import hard_nms  # pylint: disable=g-import-not-at-top
   images, scores, boxes, _ = nms_crop_inputs(batch, size)
   boxes_f = jnp.asarray(boxes, jnp.float32)
 
@@ -244,7 +240,6 @@ def reid_inputs(num_query: int, num_gallery: int, num_ids: int, num_cams: int, d
 
 def fgjax_reid_metrics(inputs, *, max_rank: int = 50, iters: int = 1, min_time: float = 0.0):
   """distance_matrix (squared Euclidean, float64) + reid_cmc_map, as fgjax's evaluation does."""
-  from fgjax import metrics  # pylint: disable=g-import-not-at-top
   q, g, q_ids, g_ids, q_cams, g_cams = inputs
   result = {}
 
@@ -259,9 +254,6 @@ def fgjax_reid_metrics(inputs, *, max_rank: int = 50, iters: int = 1, min_time: 
 
 def pipeline_img_s(name, manual_dir, data_dir, size, batch, batches) -> float:
   """benchmarks/pipeline.py's measurement at `size` (resize size+6 x size+10, crop, flip, shifts)."""
-  from fgjax import sharding  # pylint: disable=g-import-not-at-top
-  from fgjax.data import datasets, pipeline  # pylint: disable=g-import-not-at-top
-  from fgjax.default_config import get_base_config  # pylint: disable=g-import-not-at-top
   c = get_base_config()
   d = c.dataset
   d.name, d.config, d.data_dir, d.manual_dir = name, None, data_dir, manual_dir

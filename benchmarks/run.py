@@ -37,7 +37,10 @@ import time
 
 import jax
 
-from benchmarks import common, heads, torch_peers
+from benchmarks import common, heads, pipeline, spatial_lstm, torch_peers
+from fgjax.default_config import get_base_config
+from fgjax.methods.a3m import CUB_ATTRIBUTE_GROUPS
+from fgjax.methods.bilinear_lstm import bilinear_lstm_recipe
 
 CPU_ROWS = ('matmul_peak', 'resnet50', 'bcnn_head', 'bcnn_train', 'nms_crop', 'a3m_head',
             'reid_metrics', 'pipeline', 'spatial_lstm')
@@ -230,7 +233,6 @@ def row_nms_crop(ctx: Context) -> list[dict]:
 
 def row_a3m_head(ctx: Context) -> list[dict]:
   s = ctx.sizes
-  from fgjax.methods.a3m import CUB_ATTRIBUTE_GROUPS  # pylint: disable=g-import-not-at-top
   groups = s.a3m_groups or CUB_ATTRIBUTE_GROUPS
   fg_t, costs = heads.fgjax_a3m_head(s.a3m_batch, s.a3m_grid, s.a3m_channels, s.classes, groups,
                                      s.a3m_embed, iters=s.iters, min_time=s.min_time,
@@ -274,12 +276,11 @@ def row_pipeline(ctx: Context) -> list[dict]:
     ctx.results[key] = row_resnet50(dataclasses.replace(ctx, torch=None, torchvision=None,
                                                         torch_reason='not needed'))[0]
   train = ctx.results[key]['fgjax_img_s']
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from benchmarks.pipeline import write_cars_fixture  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  # seconds to import: only this row needs it
   tfds.disable_progress_bar()
   rows = []
   with tempfile.TemporaryDirectory() as tmp:
-    write_cars_fixture(f'{tmp}/cars', n=max(64, s.pipeline_batch * 4))
+    pipeline.write_cars_fixture(f'{tmp}/cars', n=max(64, s.pipeline_batch * 4))
     for name, manual in (('cars196', f'{tmp}/cars'), ('synthetic_parts', None)):
       img_s = heads.pipeline_img_s(name, manual, f'{tmp}/data', s.resnet_size, s.pipeline_batch,
                               s.pipeline_batches)
@@ -297,9 +298,8 @@ def row_pipeline(ctx: Context) -> list[dict]:
 def row_spatial_lstm(ctx: Context) -> list[dict]:
   s = ctx.sizes
   try:
-    from benchmarks import spatial_lstm  # pylint: disable=g-import-not-at-top
     rows_fn = spatial_lstm.rows
-  except (ImportError, AttributeError) as e:
+  except AttributeError as e:
     return [{'name': 'spatial_lstm', 'method': 'bilinear_lstm', 'backbone': None,
              'input_size': s.lstm_grid, 'batch': 2,
              'skipped': f'benchmarks.spatial_lstm.rows is not available yet ({e})'}]
@@ -320,7 +320,6 @@ def row_spatial_lstm(ctx: Context) -> list[dict]:
 
 def row_bilinear_lstm(ctx: Context) -> list[dict]:
   s = ctx.sizes
-  from fgjax.default_config import bilinear_lstm_recipe, get_base_config  # pylint: disable=g-import-not-at-top
   model = bilinear_lstm_recipe(get_base_config()).model.to_dict()
   model['allow_random_init'] = True
   if s.iters == 1:  # quick: a small LSTM

@@ -145,14 +145,16 @@ def synthetic_cpu_recipe(c: ml_collections.ConfigDict) -> ml_collections.ConfigD
   return c
 
 
-def parse_arg(arg: str | None, runlocal: bool = False, **spec) -> ml_collections.ConfigDict:
+def parse_arg(arg: str | None, runlocal: bool | None = False,
+              **spec) -> ml_collections.ConfigDict:
   """The argument of a config file (`--config=configs/x.py:ARG`) as a ConfigDict, as big_vision's
   configs/common.py parses it: ARG is `key=value` pairs separated by commas, a bare `key` meaning
   True (`:runlocal`, `:split=3,runlocal`). `spec` gives every key the config accepts with its
-  default, whose type the value is converted to; `runlocal` (a CPU-sized smoke run) is always
-  accepted. An unknown key or a value of the wrong type is a ValueError naming the valid keys.
+  default, whose type the value is converted to; `runlocal` (a CPU-sized smoke run) is accepted
+  unless the config passes runlocal=None (it has no smoke-run size). An unknown key or a value of
+  the wrong type is a ValueError naming the valid keys.
   """
-  spec = {'runlocal': runlocal, **spec}
+  spec = {'runlocal': runlocal, **spec} if runlocal is not None else spec
   out = ml_collections.ConfigDict(spec)
   valid = ', '.join(f'{k} (default {v!r})' for k, v in spec.items())
   for item in (arg or '').split(','):

@@ -35,6 +35,7 @@ import numpy as np
 from fgjax import checkpoint, cli, images as images_lib, sharding, writers
 from fgjax import run as run_lib
 from fgjax.data import augment
+from fgjax.visualisation import overlays
 
 DEFAULT_TOPK = 5
 
@@ -217,7 +218,6 @@ def run(predictor: Predictor, paths, *, topk: int | None = None, overlays_dir: s
 
 
 def _write_overlay(predictor, name, image, outputs, index, probs, overlays_dir, used, cell):
-  from fgjax.visualisation import overlays  # pylint: disable=g-import-not-at-top
   base = overlay_filename(name)
   stem, n = base[:-4], 2
   while base in used:

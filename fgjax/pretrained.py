@@ -24,8 +24,10 @@ import sys
 from collections.abc import Mapping
 
 import numpy as np
+import orbax.checkpoint as ocp
+import scipy.io
 
-from fgjax.models.backbones import preprocessing as prep_lib
+from fgjax.models.backbones import preprocessing as prep_lib, resnet, vgg
 
 ARCHS = ('resnet50', 'vgg16', 'vgg19', 'vggm')
 
@@ -37,7 +39,7 @@ def read_tensors(path: str) -> dict[str, np.ndarray]:
   ext = os.path.splitext(path)[1].lower()
   if ext in ('.pth', '.pt'):
     try:
-      import torch  # pylint: disable=g-import-not-at-top
+      import torch  # pylint: disable=g-import-not-at-top  # optional (bench extra), .pth only
     except ImportError:
       raise ImportError(f'reading {path} needs PyTorch (pip install torch==2.13.0); or convert it '
                         'to .npz/.safetensors elsewhere') from None
@@ -53,7 +55,7 @@ def read_tensors(path: str) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().numpy() for k, v in obj.items() if hasattr(v, 'detach')}
   if ext == '.safetensors':
     try:
-      from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+      from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top  # optional
     except ImportError:
       raise ImportError(f'reading {path} needs `pip install safetensors`') from None
     return dict(load_file(path))
@@ -71,10 +73,8 @@ def from_torchvision(arch: str, state_dict: Mapping[str, np.ndarray],
                      include_top: bool = True) -> dict:
   """Flax variables {'params', 'batch_stats'?} of backbone `arch` from a torchvision state_dict."""
   if arch == 'resnet50':
-    from fgjax.models.backbones import resnet  # pylint: disable=g-import-not-at-top
     return resnet.from_torchvision(state_dict, include_top=include_top)
   if arch in ('vgg16', 'vgg19'):
-    from fgjax.models.backbones import vgg  # pylint: disable=g-import-not-at-top
     return vgg.from_torchvision(arch, state_dict, include_top=include_top)
   raise ValueError(f'no torchvision mapping for arch {arch!r}; valid: resnet50, vgg16, vgg19')
 
@@ -86,8 +86,6 @@ def load_source(arch: str, src: str) -> tuple[dict, prep_lib.Preprocessing]:
   if arch == 'vggm':
     if not src.lower().endswith('.mat'):
       raise ValueError(f'--arch vggm reads a MatConvNet .mat file (imagenet-vgg-m.mat), got {src}')
-    import scipy.io  # pylint: disable=g-import-not-at-top
-    from fgjax.models.backbones import vgg  # pylint: disable=g-import-not-at-top
     if not os.path.isfile(src):
       raise FileNotFoundError(f'weight file {src!r} does not exist')
     net = scipy.io.loadmat(src, squeeze_me=True, struct_as_record=False)
@@ -105,7 +103,6 @@ def _sha256(path: str) -> str:
 
 def convert(arch: str, src: str, out: str) -> str:
   """Convert `src` and write the weight directory `out` (see module docstring)."""
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   variables, preprocessing = load_source(arch, src)
   out = os.path.abspath(out)
   if os.path.exists(os.path.join(out, 'weights')):

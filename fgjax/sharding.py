@@ -15,8 +15,9 @@ import os
 from collections.abc import Mapping, Sequence
 
 import jax
-import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+import numpy as np
 
 DATA_AXIS = 'data'
 
@@ -60,7 +61,6 @@ def initialize(mode: str = 'auto', coordinator_address: str | None = None,
 def barrier(name: str) -> None:
   """Wait until every process reaches this point (no-op on one process)."""
   if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     multihost_utils.sync_global_devices(name)
 
 
@@ -103,7 +103,6 @@ def to_host(x: jax.Array) -> np.ndarray:
   """Gather a (possibly multi-process) global array to a numpy array on every host."""
   if jax.process_count() == 1:
     return np.asarray(x)
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
@@ -111,5 +110,4 @@ def any_process(flag: bool) -> bool:
   """True on every process if `flag` is True on any (a small all-gather; one process: `flag`)."""
   if jax.process_count() == 1:
     return bool(flag)
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   return bool(np.max(multihost_utils.process_allgather(np.int32(bool(flag)))))

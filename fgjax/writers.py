@@ -11,6 +11,8 @@ import os
 import sys
 import time
 
+from tensorboardX import SummaryWriter
+
 
 class MetricWriter:
   """Scalars to WORKDIR/tensorboard (event files) and WORKDIR/metrics.jsonl (one JSON per write)."""
@@ -21,7 +23,6 @@ class MetricWriter:
     self.jsonl_path = os.path.join(workdir, 'metrics.jsonl')
     self._tb = None
     if active:
-      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       self._tb = SummaryWriter(self.tensorboard_dir)
 
   def write(self, step: int, scalars: dict, prefix: str) -> None:

@@ -37,3 +37,15 @@ def test_missing_block_is_an_error(tmp_path):
   out = subprocess.run(['bash', str(tmp_path / '.ci' / 'readme_command.sh'), 'test'],
                        capture_output=True, text=True)
   assert out.returncode == 2 and 'quickstart:test' in out.stderr
+
+
+def test_settings_listing_command_runs():
+  """README's command that lists a method's settings (config.model, derived from the module)."""
+  with open(os.path.join(ROOT, 'README.md')) as f:
+    readme = f.read()
+  start = readme.index('`python -c "from fgjax import methods;')
+  cmd = readme[start + 1:readme.index('`', start + 1)]
+  out = subprocess.run(['bash', '-c', cmd], capture_output=True, text=True, cwd=ROOT, check=True)
+  # a3m's loss weights are values, not the "variant default" placeholders of older versions.
+  assert 'alpha: 0.5' in out.stdout and 'attribute_classes' in out.stdout
+  assert '-1.0' not in out.stdout

@@ -11,6 +11,8 @@ import dataclasses
 import importlib
 import os
 
+import tensorflow_datasets as tfds
+
 DATASETS: dict[str, str] = {
     'synthetic_parts': 'fgjax.data.synthetic:SyntheticParts',
     'cub2011': 'fgjax.data.builders.cub2011:Cub2011',
@@ -74,7 +76,6 @@ def prepare(cfg, log=print):
   builder = make_builder(cfg)
   if not builder.is_prepared():
     log(f'preparing dataset {cfg.name!r} in {builder.data_dir} (first use; done once)')
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     download_config = tfds.download.DownloadConfig(
         manual_dir=os.path.expanduser(cfg.manual_dir) if cfg.manual_dir else None)
     builder.download_and_prepare(download_config=download_config)

@@ -34,6 +34,7 @@ LOSSES = ('hinge', 'squared_hinge')
 def linear_svc():
   """sklearn.svm.LinearSVC, or an ImportError that says how to install it."""
   try:
+    # scikit-learn is an optional extra (fgjax[svm]): imported only when --svm is used.
     from sklearn.exceptions import ConvergenceWarning  # pylint: disable=g-import-not-at-top
     from sklearn.svm import LinearSVC  # pylint: disable=g-import-not-at-top
   except ImportError as e:

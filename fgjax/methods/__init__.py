@@ -7,22 +7,17 @@ its `Method` and one line to `METHODS` below, never branching on a method name i
 
 from __future__ import annotations
 
-import importlib  # TRANSITION: replaced by the explicit imports once every method is ported
+from fgjax.methods import a3m, activation_attention, bcnn, bilinear_lstm, focus_discriminate
 from fgjax.methods.common import Method, compute_dtype, resolve_keys
 
-METHODS: dict[str, Method] = {}
-for _mod, _pairs in (('bcnn', (('bcnn', 'BCNN_METHOD'), ('bcnn_spp', 'BCNN_SPP_METHOD'))),
-                     ('bilinear_lstm', (('bilinear_lstm', 'METHOD'),)),
-                     ('a3m', (('a3m', 'METHOD'),)),
-                     ('activation_attention', (('activation_attention', 'METHOD'),)),
-                     ('focus_discriminate', (('focus_discriminate', 'METHOD'),))):
-  try:
-    _m = importlib.import_module(f'fgjax.methods.{_mod}')
-  except (ImportError, SyntaxError) as _e:  # not ported yet
-    print(f'TRANSITION: fgjax.methods.{_mod} not importable: {_e}')
-    continue
-  for _n, _attr in _pairs:
-    METHODS[_n] = getattr(_m, _attr)
+METHODS: dict[str, Method] = {
+    'bcnn': bcnn.BCNN_METHOD,
+    'bcnn_spp': bcnn.BCNN_SPP_METHOD,
+    'bilinear_lstm': bilinear_lstm.METHOD,
+    'a3m': a3m.METHOD,
+    'activation_attention': activation_attention.METHOD,
+    'focus_discriminate': focus_discriminate.METHOD,
+}
 
 
 def list_methods() -> list[str]:

@@ -84,7 +84,8 @@ def bcnn_dm_recipe(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.dataset.random_crop = False
   c.dataset.hflip = True
   c.dataset.shift_y, c.dataset.shift_x, c.dataset.shift_padding = 3, 5, False
-  default_config.sgd(c, 0.001, weight_decay=5e-4, schedule='constant')
+  # Each stage sets its own learning rate; the base one stays the schema's default.
+  default_config.sgd(c, c.optim.learning_rate, weight_decay=5e-4, schedule='constant')
   c.stages = (
       ml_collections.ConfigDict({'name': 'head', 'num_epochs': 10.0,
                                  'frozen': '^backbone', 'learning_rate': 1.0}),

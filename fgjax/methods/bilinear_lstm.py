@@ -1,4 +1,4 @@
-"""bilinear_lstm: Wu & Wang 2017, "Where to Focus" (seed 000). Model: fgjax.models.bilinear_lstm.
+"""bilinear_lstm: Wu & Wang 2017, "Where to Focus". Model and settings: fgjax.models.bilinear_lstm.
 
 Loss, eq. (5): cross-entropy + lambda * sum_uv (tau - sum_cells L_uv)^2 (+ gamma * sum Theta^2,
 which is optax weight decay: `add_decayed_weights(w)` adds w * Theta to the gradient, the gradient
@@ -17,67 +17,18 @@ import ml_collections
 import numpy as np
 
 from fgjax import losses
-from fgjax.methods import (Method, add_two_stream_fields, check_two_streams, compute_dtype,
-                           register, two_stream_backbones, two_stream_pretrained)
+from fgjax.methods import bcnn
+from fgjax.methods.common import Method
+from fgjax.methods.two_stream import check_two_streams, two_stream_pretrained
+from fgjax.models.bilinear_lstm import BilinearLSTM
+from fgjax.models.spatial_lstm import attention_mask
 from fgjax.visualisation import panels
 
 
-def default_model_config() -> ml_collections.ConfigDict:
-  m = add_two_stream_fields(ml_collections.ConfigDict())
-  m.hidden = 512
-  m.num_layers = 2
-  m.rank = 0  # 0 = full W_x (d_A*d_B*5*hidden parameters); r > 0: low-rank factorisation
-  m.window = -1  # -1 = the whole causal rectangle; r >= 0: at most r rows/columns back
-  m.query = 'mean'  # attention query from the cell's predecessors: mean | up | left | concat
-  m.output = 'paper'  # 'paper': h = tanh(c*o) (eq. 2); 'standard': o*tanh(c)
-  m.init_source = 'gate_inputs'  # eq. (7): gate_inputs | bilinear | zeros
-  m.input_norm = 'sqrt_l2'  # per-location signed sqrt + l2 of B_uv: sqrt_l2 | none
-  m.readout = 'flatten'  # flatten | mean | last
-  m.dropout_rate = 0.5
-  m.scan = 'wavefront'  # wavefront | per_cell (reference only)
-  m.scan_groups = 0  # wavefront scans per LSTM; 0 = auto (1 plain, 2 attentive; see spatial_lstm)
-  m.attention_penalty = 1.0  # lambda of eq. (5)
-  m.attention_tau = 1.0  # tau of eq. (5)
-  m.label_smoothing = 0.0
-  return m
-
-
-def build_model(config, meta):
-  from fgjax.models.bilinear_lstm import BilinearLSTM  # pylint: disable=g-import-not-at-top
-  m, dtype = config.model, compute_dtype(config)
-  backbone_a, backbone_b = two_stream_backbones(config, dtype)
-  return BilinearLSTM(
-      num_classes=meta.num_classes, backbone_a=backbone_a, layer_a=m.layer_a,
-      backbone_b=backbone_b, layer_b=m.layer_b or None, proj_dim_a=m.proj_dim_a or None,
-      proj_dim_b=m.proj_dim_b or None, hidden=m.hidden, num_layers=m.num_layers,
-      rank=m.rank or None, window=None if m.window < 0 else m.window, query=m.query,
-      output=m.output, init_source=m.init_source, input_norm=m.input_norm, readout=m.readout,
-      dropout_rate=m.dropout_rate, scan=m.scan,
-      scan_groups=m.scan_groups or None, dtype=dtype)
-
-
 def check_config(config) -> None:
-  from fgjax.models import bilinear_lstm as model_lib  # pylint: disable=g-import-not-at-top
-  from fgjax.models import spatial_lstm  # pylint: disable=g-import-not-at-top
-  m = config.model
+  """The streams' backbones, layers and weight directories (`check_two_streams`); the other
+  fields are checked by `BilinearLSTM` itself."""
   check_two_streams(config, min_grid=1)
-  for field, valid in (('readout', model_lib.READOUTS), ('input_norm', model_lib.INPUT_NORMS),
-                       ('init_source', model_lib.INIT_SOURCES), ('query', spatial_lstm.QUERIES),
-                       ('output', spatial_lstm.OUTPUTS), ('scan', tuple(spatial_lstm.SCANS))):
-    if m[field] not in valid:
-      raise ValueError(f'config.model.{field} must be one of {", ".join(valid)}, got '
-                       f'{m[field]!r}')
-  for field, low in (('hidden', 1), ('rank', 0), ('proj_dim_a', 0), ('proj_dim_b', 0),
-                     ('window', -1), ('scan_groups', 0)):
-    if m[field] < low:
-      raise ValueError(f'config.model.{field} must be >= {low}, got {m[field]}')
-  if m.num_layers not in (1, 2):
-    raise ValueError(f'config.model.num_layers must be 1 or 2, got {m.num_layers}')
-  if not 0.0 <= m.dropout_rate < 1.0:
-    raise ValueError(f'config.model.dropout_rate must be in [0, 1), got {m.dropout_rate}')
-  if m.attention_penalty < 0 or m.attention_tau < 0:
-    raise ValueError('config.model.attention_penalty and attention_tau must be >= 0, got '
-                     f'{m.attention_penalty} and {m.attention_tau}')
 
 
 def attention_penalty(attention_mass, tau: float):
@@ -125,7 +76,6 @@ def causal_chance_in_box(bbox: np.ndarray, grid: tuple[int, int], window: int | 
   region (rectangle u <= i, v <= j, cut to `window`): mean over cells of |box & region| / |region|,
   per image (N,). The fair 'no preference' level of `attention_mass`: under causal masking the
   top-left cells cannot see a box in the bottom-right, so the box's area fraction is not it."""
-  from fgjax.models.spatial_lstm import attention_mask  # pylint: disable=g-import-not-at-top
   inside = cells_in_box(bbox, grid).reshape(len(bbox), -1).astype(np.float64)
   mask = attention_mask(*grid, window).astype(np.float64)  # (cells, keys)
   seen = inside @ mask.T  # (N, cells): in-box keys each cell may attend to
@@ -185,19 +135,18 @@ def attention_panels(outputs, index, config, options):
                      colorbar_label='L_uv')]
 
 
-register(Method(
-    name='bilinear_lstm', build_model=build_model, loss_fn=loss_fn, predict_fn=predict_fn,
-    default_model_config=default_model_config, check_config=check_config,
-    pretrained=two_stream_pretrained,
+METHOD = Method(
+    name='bilinear_lstm', model=BilinearLSTM, loss_fn=loss_fn, predict_fn=predict_fn,
+    check_config=check_config, pretrained=two_stream_pretrained,
     description='two-stream bilinear features -> 2-layer 2-D spatial LSTM with causal soft '
                 'location attention (Wu & Wang 2017)',
     eval_outputs=('attention_mass', 'last_cell_attention'), eval_batch_keys=('bbox',),
-    eval_metrics=eval_metrics, attention_panels=attention_panels))
+    eval_metrics=eval_metrics, attention_panels=attention_panels)
 
 
 def bilinear_lstm_recipe(c: ml_collections.ConfigDict, runlocal: bool = False
                          ) -> ml_collections.ConfigDict:
-  """bilinear_lstm as seed 000 (Wu & Wang 2017, sec. 4.2) runs it on CUB / Aircraft / Cars.
+  """bilinear_lstm as Wu & Wang 2017 (sec. 4.2) run it on CUB / Aircraft / Cars.
 
   The B-CNN [D,M] data recipe (`bcnn_dm_recipe`: 448 input, flip and +-5/+-3 px shifts) with
   D = VGG-19 conv5_4+relu (the paper's D-Net, 28x28) and M = VGG-M conv5+relu (27x27), cropped to
@@ -236,8 +185,9 @@ def bilinear_lstm_recipe(c: ml_collections.ConfigDict, runlocal: bool = False
 
 def bilinear_lstm_reid_recipe(c: ml_collections.ConfigDict, query_split: str, gallery_split: str,
                               runlocal: bool = False) -> ml_collections.ConfigDict:
-  """`bilinear_lstm_recipe` for re-identification (seed 000, table 3): identity classification in
-  training, CMC and mAP between `query_split` and `gallery_split` (eval.protocol='reid').
+  """`bilinear_lstm_recipe` for re-identification (Wu & Wang 2017, table 3): identity
+  classification in training, CMC and mAP between `query_split` and `gallery_split`
+  (eval.protocol='reid').
 
   The ranking feature is the mean of the last layer's hidden states over the grid (readout 'mean',
   512-d): the paper's flattened readout would be 27*13*512 = 180k dimensions per image at 448x224.

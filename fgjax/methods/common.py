@@ -6,7 +6,7 @@ list of the method's settings: `config.model` is derived from them (`Method.defa
 and the model is built with `Model(num_classes=..., **config.model)` (`Method.build_model`), as
 big_vision builds `model_mod.Model(num_classes=..., **config.model)`. A field's default, its
 meaning and its value check live on the module (checks in its `__post_init__`, raising ValueError
-naming `config.model.<field>`); nothing copies them.
+naming `config.model.<field>`, `fgjax.models.fields`); nothing copies them.
 
 - `model`: the module class. Fields named in `RUN_FIELDS` come from the run, not `config.model`:
   `num_classes` (the dataset's), `dtype` (config.compute_dtype) and `input_hw` (the model input
@@ -78,7 +78,7 @@ def _config_value(value):
 
 def _field_value(value):
   """A config value as a module field: hashable (dicts frozen, JSON lists back to tuples)."""
-  if isinstance(value, Mapping):
+  if isinstance(value, Mapping | ml_collections.ConfigDict):
     return flax.core.FrozenDict({k: _field_value(v) for k, v in value.items()})
   if isinstance(value, list | tuple):
     return tuple(_field_value(v) for v in value)
@@ -105,14 +105,6 @@ def model_config(model: type[nn.Module], exclude=()) -> ml_collections.ConfigDic
     if value is not None:
       m[name] = _config_value(value)
   return m
-
-
-def check_choice(model, field: str, valid) -> None:
-  """ValueError naming config.model.<field> and the valid values, if the field is not one."""
-  value = getattr(model, field)
-  if value not in valid:
-    raise ValueError(f'config.model.{field} must be one of {", ".join(map(str, valid))}, got '
-                     f'{value!r}')
 
 
 @dataclasses.dataclass(frozen=True)

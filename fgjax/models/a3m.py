@@ -47,12 +47,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from fgjax.models import backbones as backbones_lib
+from fgjax.models import backbones as backbones_lib, fields
 
 VARIANTS = ('paper', 'official_code')
 ABLATIONS = ('none', 'baseline1', 'baseline2', 'att1', 'att2', 'no_attr_label')
@@ -60,7 +59,7 @@ REGION_POOLS = ('max', 'mean')
 ATTRIBUTE_FIELDS = ('', 'attributes', 'attribute_groups', 'attribute_classes')
 
 
-class A3M(nn.Module):
+class A3M(backbones_lib.BackboneFields, kw_only=True):
   """The A3M model; its fields are the method's settings (`config.model`, fgjax/methods/a3m.py).
 
   Attributes:
@@ -105,11 +104,6 @@ class A3M(nn.Module):
     dtype: compute dtype; params stay float32, logits are returned in float32.
   """
   num_classes: int
-  backbone: Any = 'small_cnn'
-  layer: str = 'conv4'
-  backbone_kwargs: Any = flax.core.FrozenDict()
-  backbone_pretrained: str = ''
-  allow_random_init: bool = False
   embed_dim: int = 512
   variant: str = 'paper'
   ablation: str = 'none'
@@ -127,11 +121,8 @@ class A3M(nn.Module):
   dtype: Any = jnp.float32
 
   def __post_init__(self):
-    for field, valid in (('variant', VARIANTS), ('ablation', ABLATIONS),
-                         ('region_pool', REGION_POOLS)):
-      if getattr(self, field) not in valid:
-        raise ValueError(f'config.model.{field} must be one of {", ".join(valid)}, got '
-                         f'{getattr(self, field)!r}')
+    fields.check_choices(self, {'variant': VARIANTS, 'ablation': ABLATIONS,
+                                'region_pool': REGION_POOLS})
     if self.variant == 'official_code' and self.region_pool != 'max':
       raise ValueError("config.model.region_pool is a 'paper' option; variant='official_code' "
                        "averages the raw scores V a_k (leave region_pool='max')")
@@ -174,16 +165,9 @@ class A3M(nn.Module):
     g = nn.Dropout(self.dropout_rate, deterministic=not train)(g)
     return u, g
 
-  def _backbone(self) -> nn.Module:
-    if isinstance(self.backbone, nn.Module):  # a module field: already bound as `backbone`
-      return self.backbone
-    return backbones_lib.build(self.backbone, kwargs=self.backbone_kwargs,
-                               pretrained=self.backbone_pretrained, dtype=self.dtype,
-                               name='backbone')
-
   @nn.compact
   def __call__(self, images, train: bool = False):
-    fmap = self._backbone()(images, train=train)['features'][self.layer]
+    fmap = backbones_lib.of(self)(images, train=train)['features'][self.layer]
     n, h, w, c = fmap.shape
     x = fmap.reshape(n, h * w, c).astype(self.dtype)  # x[b, l] = F[b, l // w, l % w]
     big_v, v = self._branch('category', x, train)  # V (N, L, d), v (N, d)

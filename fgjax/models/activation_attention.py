@@ -37,12 +37,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from fgjax.models import backbones as backbones_lib
+from fgjax.models import backbones as backbones_lib, fields
 from fgjax.ops import crop as crop_ops
 from fgjax.ops import otsu
 
@@ -112,15 +111,6 @@ def compose_boxes(outer: jax.Array, inner: jax.Array, height: int, width: int) -
                     outer[:, 0] + inner[:, 2] * sy, outer[:, 1] + inner[:, 3] * sx], axis=-1)
 
 
-def _backbone(module) -> nn.Module:
-  """The backbone of `module` (a ScaleNet), bound under `backbone`: built from the registered name
-  in its `backbone` field, or that field's module instance (already bound under the field name)."""
-  if isinstance(module.backbone, nn.Module):
-    return module.backbone
-  return backbones_lib.build(module.backbone, kwargs=module.backbone_kwargs,
-                             pretrained=module.backbone_pretrained, dtype=module.dtype,
-                             name='backbone')
-
 
 class ScaleNet(nn.Module, kw_only=True):
   """One scale: backbone, n local 1x1 classifiers (max-aggregated), Otsu mask, object classifier.
@@ -141,7 +131,7 @@ class ScaleNet(nn.Module, kw_only=True):
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> dict[str, jax.Array]:
-    feats = _backbone(self)(images, train=train)['features']
+    feats = backbones_lib.of(self)(images, train=train)['features']
     if self.layer not in feats:
       raise ValueError(f'backbone has no feature map {self.layer!r}; it has {sorted(feats)}')
     # The heads run in float32 whatever the backbone's compute dtype: M_b and the boxes are
@@ -165,7 +155,7 @@ class ScaleNet(nn.Module, kw_only=True):
             'object_probs': jax.nn.softmax(object_logits, axis=-1)}
 
 
-class ActivationAttention(nn.Module, kw_only=True):
+class ActivationAttention(backbones_lib.BackboneFields, kw_only=True):
   """`num_scales` ScaleNets (`scale1`, `scale2`, ...) chained by attention crop-and-zoom.
 
   Its fields are the method's settings (`config.model` of method activation_attention).
@@ -223,11 +213,6 @@ class ActivationAttention(nn.Module, kw_only=True):
     features (N, S * C): the object features of all scales.
   """
   num_classes: int
-  backbone: Any = 'small_cnn'
-  layer: str = 'conv4'
-  backbone_kwargs: Any = flax.core.FrozenDict()
-  backbone_pretrained: str = ''
-  allow_random_init: bool = False
   num_scales: int = 3
   num_local: int = 16
   losses: str = 'both'
@@ -242,11 +227,9 @@ class ActivationAttention(nn.Module, kw_only=True):
   dtype: Any = jnp.float32
 
   def __post_init__(self):
-    for field, valid in (('losses', LOSSES), ('attention_source', ATTENTION_SOURCES),
-                         ('local_prediction', LOCAL_PREDICTIONS), ('crop_source', CROP_SOURCES)):
-      if getattr(self, field) not in valid:
-        raise ValueError(f'config.model.{field} must be one of {", ".join(valid)}, got '
-                         f'{getattr(self, field)!r}')
+    fields.check_choices(self, {'losses': LOSSES, 'attention_source': ATTENTION_SOURCES,
+                                'local_prediction': LOCAL_PREDICTIONS,
+                                'crop_source': CROP_SOURCES})
     for field, lo in (('num_scales', 1), ('num_local', 1), ('otsu_bins', 2)):
       if getattr(self, field) < lo:
         raise ValueError(f'config.model.{field} must be >= {lo}, got {getattr(self, field)}')

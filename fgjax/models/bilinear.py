@@ -22,7 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from fgjax.models import backbones as backbones_lib
+from fgjax.models import backbones as backbones_lib, fields
 from fgjax.ops import bilinear as bops
 
 SPP_LEVELS = (1, 2)
@@ -149,9 +149,7 @@ class BCNN(TwoStreamFields, kw_only=True):
   precision: Any = None
 
   def __post_init__(self):
-    if self.sqrt_variant not in bops.SQRT_VARIANTS:
-      raise ValueError(f'config.model.sqrt_variant must be one of '
-                       f'{", ".join(bops.SQRT_VARIANTS)}, got {self.sqrt_variant!r}')
+    fields.check_choice(self, 'sqrt_variant', bops.SQRT_VARIANTS)
     super().__post_init__()
 
   @property

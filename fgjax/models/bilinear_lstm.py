@@ -42,7 +42,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from fgjax.models import bilinear
+from fgjax.models import bilinear, fields
 from fgjax.models import spatial_lstm as slstm
 from fgjax.ops import bilinear as bops
 
@@ -62,36 +62,51 @@ def normalise_factor(x: jax.Array, eps: float = 1e-5, l2_eps: float = 1e-12) -> 
   return s / jnp.maximum(jnp.linalg.norm(s, axis=-1, keepdims=True), l2_eps)
 
 
-class BilinearLSTM(nn.Module):
+def _at_least(model, field: str, low: int) -> None:
+  value = getattr(model, field)
+  if value is not None and value < low:
+    raise ValueError(f'config.model.{field} must be >= {low}, got {value}')
+
+
+class BilinearLSTM(bilinear.TwoStreamFields, kw_only=True):
   """Two-stream bilinear features -> 2-layer spatial LSTM with attention -> classifier.
 
-  Attributes:
+  The fields are the method's settings (`config.model` of method bilinear_lstm), checked on
+  construction. Streams: the fields of `fgjax.models.bilinear.TwoStreamFields` (backbone_a /
+  layer_a / backbone_a_kwargs / backbone_a_pretrained, the same for stream B, allow_random_init,
+  proj_dim_a / proj_dim_b); the maps come from `fgjax.models.bilinear.two_stream_maps` (one shared
+  backbone when backbone_b is '', cropped to their common grid when the two differ).
+
+  Attributes (besides the stream fields):
     num_classes: classifier outputs.
-    backbone_a / layer_a, backbone_b / layer_b: streams as in `fgjax.models.bilinear.BCNN`
-      (backbone_b None: one shared backbone; layer_b None: layer_a); the maps come from
-      `fgjax.models.bilinear.two_stream_maps`.
-    proj_dim_a, proj_dim_b: optional 1x1 conv + ReLU per stream (`proj_a`, `proj_b`).
     hidden: LSTM hidden and cell size (paper: 512), both layers.
     num_layers: 1 or 2 (paper: 2); only layer 1 attends.
-    rank: None for the full W_x, else the low-rank factorisation's rank.
-    window, query, output: the attentive cell's options (`AttentiveSpatialLSTM`).
-    init_source, input_norm, readout: see the module docstring.
-    dropout_rate: on the non-recurrent connections (paper: 0.5).
+    rank: 0 for the full W_x (d_A*d_B*5*hidden parameters), r > 0 for the low-rank factorisation
+      W_x = ((a P) * (b Q)) R of rank r (`BilinearGateInput`). None is read as 0.
+    window: -1 = attention over the whole causal rectangle u <= i, v <= j; r >= 0 = at most r
+      rows/columns back (0: no attention, the plain cell). None is read as -1.
+    query: attention query from the cell's predecessors: 'mean' | 'up' | 'left' | 'concat'
+      (`AttentiveSpatialLSTM`).
+    output: 'paper' (h = tanh(c * o), eq. 2 as printed) or 'standard' (o * tanh(c)).
+    init_source: eq. (7)'s initial states: 'gate_inputs' | 'bilinear' | 'zeros' (module docstring).
+    input_norm: per-location signed sqrt + l2 of B_uv: 'sqrt_l2' | 'none' (module docstring).
+    readout: 'flatten' | 'mean' | 'last' (module docstring).
+    dropout_rate: on the non-recurrent connections (paper: 0.5), in [0, 1).
     scan: 'wavefront' (default) or 'per_cell' (reference; slow).
-    scan_groups: wavefront scans per LSTM (None: 1 plain, 2 attentive; `SpatialLSTM`).
+    scan_groups: wavefront scans per LSTM; 0 = auto (1 for the plain layer, 2 for the attentive
+      one; `SpatialLSTM`). None is read as 0.
+    attention_penalty: lambda of eq. (5), >= 0 (paper: 1). Read by the loss
+      (`fgjax.methods.bilinear_lstm.loss_fn`), not by __call__.
+    attention_tau: tau of eq. (5), >= 0 (default 1: every cell spreads one unit of attention over
+      the K*K locations, so equal total attention per location is 1). Read by the loss.
+    label_smoothing: of the cross-entropy. Read by the loss.
     dtype: compute dtype of projections and LSTM matmuls; states, softmax, params are float32.
   """
   num_classes: int
-  backbone_a: nn.Module
-  layer_a: str
-  backbone_b: nn.Module | None = None
-  layer_b: str | None = None
-  proj_dim_a: int | None = None
-  proj_dim_b: int | None = None
   hidden: int = 512
   num_layers: int = 2
-  rank: int | None = None
-  window: int | None = None
+  rank: int | None = 0
+  window: int | None = -1
   query: str = 'mean'
   output: str = 'paper'
   init_source: str = 'gate_inputs'
@@ -99,21 +114,35 @@ class BilinearLSTM(nn.Module):
   readout: str = 'flatten'
   dropout_rate: float = 0.5
   scan: str = 'wavefront'
-  scan_groups: int | None = None
+  scan_groups: int | None = 0
+  attention_penalty: float = 1.0
+  attention_tau: float = 1.0
+  label_smoothing: float = 0.0
   dtype: Any = jnp.float32
 
-  def _check(self):
-    for value, valid, name in ((self.readout, READOUTS, 'readout'),
-                               (self.input_norm, INPUT_NORMS, 'input_norm'),
-                               (self.init_source, INIT_SOURCES, 'init_source')):
-      if value not in valid:
-        raise ValueError(f'unknown {name} {value!r}; valid: {", ".join(valid)}')
+  def __post_init__(self):
+    fields.check_choices(self, {'readout': READOUTS, 'input_norm': INPUT_NORMS,
+                                'init_source': INIT_SOURCES, 'query': slstm.QUERIES,
+                                'output': slstm.OUTPUTS, 'scan': tuple(slstm.SCANS)})
+    for field, low in (('hidden', 1), ('rank', 0), ('proj_dim_a', 0), ('proj_dim_b', 0),
+                       ('window', -1), ('scan_groups', 0)):
+      _at_least(self, field, low)
     if self.num_layers not in (1, 2):
-      raise ValueError(f'num_layers must be 1 or 2, got {self.num_layers}')
+      raise ValueError(f'config.model.num_layers must be 1 or 2, got {self.num_layers}')
+    if not 0.0 <= self.dropout_rate < 1.0:
+      raise ValueError(f'config.model.dropout_rate must be in [0, 1), got {self.dropout_rate}')
+    for field in ('attention_penalty', 'attention_tau'):
+      if getattr(self, field) < 0:
+        raise ValueError(f'config.model.{field} must be >= 0, got {getattr(self, field)}')
+    super().__post_init__()
+
+  @property
+  def attention_window(self) -> int | None:
+    """`window` as the cell takes it: None for the whole causal rectangle."""
+    return None if self.window is None or self.window < 0 else self.window
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> dict[str, jax.Array]:
-    self._check()
     a, b = bilinear.two_stream_maps(self, images, train)
     b = a if b is None else b  # symmetric [D,D]: the same (projected) map on both sides
     if self.input_norm == 'sqrt_l2':
@@ -122,7 +151,7 @@ class BilinearLSTM(nn.Module):
     a, b = drop(a), drop(b)
     n, k_h, k_w = a.shape[:3]
 
-    gates_x = slstm.BilinearGateInput(self.hidden, self.rank, dtype=self.dtype,
+    gates_x = slstm.BilinearGateInput(self.hidden, self.rank or None, dtype=self.dtype,
                                       name='gate_input')(a, b)
     init1 = init2 = None
     if self.init_source == 'gate_inputs':
@@ -132,14 +161,14 @@ class BilinearLSTM(nn.Module):
       init1 = slstm.InitialState(self.hidden, dtype=self.dtype, name='init_1')(mean_b)
     h, att = slstm.AttentiveSpatialLSTM(
         self.hidden, output=self.output, dtype=self.dtype, scan=self.scan,
-        scan_groups=self.scan_groups, window=self.window, query=self.query,
+        scan_groups=self.scan_groups or None, window=self.attention_window, query=self.query,
         name='lstm_1')(gates_x, init1)
     if self.num_layers == 2:
       h = drop(h)
       if self.init_source != 'zeros':
         init2 = slstm.InitialState(self.hidden, dtype=self.dtype, name='init_2')(h)
       h = slstm.SpatialLSTM(self.hidden, output=self.output, dtype=self.dtype, scan=self.scan,
-                            scan_groups=self.scan_groups, name='lstm_2')(h, init2)
+                            scan_groups=self.scan_groups or None, name='lstm_2')(h, init2)
 
     if self.readout == 'flatten':
       features = h.reshape(n, -1)

@@ -42,13 +42,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, NamedTuple
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fgjax.models import backbones as backbones_lib
+from fgjax.models import backbones as backbones_lib, fields
 from fgjax.ops import anchors as anchors_lib
 from fgjax.ops.crop import crop_and_resize
 from fgjax.ops.gaussian import gaussian_blur
@@ -120,7 +119,7 @@ class Geometry(NamedTuple):
   region_size: int  # side of the zoomed regions, px
 
 
-class FocusDiscriminate(nn.Module):
+class FocusDiscriminate(backbones_lib.BackboneFields, kw_only=True):
   """See the module docstring. `__call__(images, train=False, labels=None) -> dict`.
 
   Attributes:
@@ -173,11 +172,6 @@ class FocusDiscriminate(nn.Module):
   """
   num_classes: int
   input_hw: tuple[int, int]
-  backbone: Any = 'small_cnn'
-  layer: str = 'conv4'
-  backbone_kwargs: Any = flax.core.FrozenDict()
-  backbone_pretrained: str = ''
-  allow_random_init: bool = False
   geometry_scale: float = 0.0
   pad: int = 0
   region_size: int = 0
@@ -200,13 +194,9 @@ class FocusDiscriminate(nn.Module):
   dtype: Any = jnp.float32
 
   def __post_init__(self):
-    # (fgjax.methods.common.check_choice's rule; importing fgjax.methods here would be circular)
-    for field, valid in (('attention', ATTENTIONS), ('anchor_score', ANCHOR_SCORES),
-                         ('smoothing_mode', SMOOTHING_MODES), ('pad_value', PAD_VALUES),
-                         ('region_bn', REGION_BNS)):
-      if getattr(self, field) not in valid:
-        raise ValueError(f'config.model.{field} must be one of {", ".join(valid)}, got '
-                         f'{getattr(self, field)!r}')
+    fields.check_choices(self, {'attention': ATTENTIONS, 'anchor_score': ANCHOR_SCORES,
+                                'smoothing_mode': SMOOTHING_MODES, 'pad_value': PAD_VALUES,
+                                'region_bn': REGION_BNS})
     if self.num_regions < 1:
       raise ValueError(f'config.model.num_regions must be >= 1, got {self.num_regions}')
     if self.use_hybrid and not 1 <= self.num_hybrid <= self.num_regions:
@@ -254,25 +244,20 @@ class FocusDiscriminate(nn.Module):
 
   def setup(self):
     # The backbone runs twice per forward pass (image, regions), so it is built here once.
-    if isinstance(self.backbone, nn.Module):  # a module field: already bound as 'backbone'
-      self.net = self.backbone
-    else:
-      self.net = backbones_lib.build(self.backbone, kwargs=self.backbone_kwargs,
-                                     pretrained=self.backbone_pretrained, dtype=self.dtype,
-                                     name='backbone')
+    self.net = backbones_lib.of(self)
     if self.region_bn == 'separate' and self.use_regions:
       self.region_net = self._mapped_backbone()
 
   def _mapped_backbone(self) -> nn.Module:
     """A clone of the backbone named 'region_backbone' whose params are the backbone's."""
     bb = self.net
-    fields = {f.name: getattr(bb, f.name) for f in dataclasses.fields(bb)
+    kw = {f.name: getattr(bb, f.name) for f in dataclasses.fields(bb)
               if f.init and f.name not in ('parent', 'name')}
     mapped = nn.map_variables(type(bb), 'params',
                               trans_in_fn=lambda _: {'params': self.net.variables['params']},
                               trans_out_fn=lambda _: {}, init=self.is_initializing(),
                               mutable=True)
-    return mapped(**fields, name='region_backbone')
+    return mapped(**kw, name='region_backbone')
 
   def _region_net(self) -> nn.Module:
     """The backbone for the zoomed regions (after the image pass): the same parameters, always.

@@ -116,18 +116,22 @@ def test_bad_option_names_the_field():
     _init(_model(readout='max'))
 
 
-def test_method_config_check_names_the_field():
+def test_bad_config_value_names_the_field():
+  """check_config passes the defaults; a bad value fails when the model is built (the module's
+  __post_init__, before compilation in experiment.setup) with a message naming the field."""
   c = synthetic_cpu_recipe(get_base_config())
   c.method = 'bilinear_lstm'
   c.model = methods.get('bilinear_lstm').default_model_config()
   methods.get('bilinear_lstm').check_config(c)
+  meta = types.SimpleNamespace(num_classes=3)
   for field, bad in (('readout', 'max'), ('query', 'down'), ('init_source', 'ones'),
                      ('num_layers', 3), ('window', -2), ('dropout_rate', 1.0),
-                     ('scan_groups', -1)):
+                     ('scan_groups', -1), ('output', 'lstm'), ('scan', 'raster'), ('hidden', 0),
+                     ('rank', -1), ('proj_dim_a', -1), ('attention_tau', -1.0)):
     c2 = c.copy_and_resolve_references()
     c2.model[field] = bad
     with pytest.raises(ValueError, match=f'config.model.{field}'):
-      methods.get('bilinear_lstm').check_config(c2)
+      methods.get('bilinear_lstm').build_model(c2, meta)
 
 
 def test_build_from_config_uses_the_method_registry():
@@ -137,7 +141,7 @@ def test_build_from_config_uses_the_method_registry():
   c.model.hidden, c.model.rank, c.model.window = 8, 4, 2
   model = methods.get('bilinear_lstm').build_model(c, types.SimpleNamespace(num_classes=3))
   assert (model.hidden, model.rank, model.window, model.readout) == (8, 4, 2, 'flatten')
-  assert model.scan_groups is None  # 0 in the config: the modules' default
+  assert model.scan_groups == 0  # auto: the spatial LSTM modules' default
   c.model.scan_groups = 3
   model3 = methods.get('bilinear_lstm').build_model(c, types.SimpleNamespace(num_classes=3))
   x, v = _init(model3)

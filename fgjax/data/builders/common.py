@@ -18,6 +18,7 @@ through `importlib_resources`, which it only installs on Python < 3.9 (tensorflo
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import io
 import os
 import shutil
@@ -197,7 +198,6 @@ class BuilderBase(tfds.core.GeneratorBasedBuilder):
   @tfds.core.utils.classproperty
   @classmethod
   def code_path(cls) -> epath.Path:
-    import inspect  # pylint: disable=g-import-not-at-top
     return epath.Path(inspect.getfile(cls))
 
   def dataset_info(self, features: tfds.features.FeaturesDict, metadata: Mapping | None = None,

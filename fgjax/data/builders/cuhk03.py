@@ -50,6 +50,7 @@ import io
 import os
 import re
 
+import h5py
 import numpy as np
 from PIL import Image
 import scipy.io
@@ -125,7 +126,6 @@ class Cuhk03(common.BuilderBase):
 
   def _read_cells(self, mat_path):
     """{(pair, person, column) 1-based: JPEG bytes}, pair sizes, number of empty cells, testsets."""
-    import h5py  # pylint: disable=g-import-not-at-top
     kind, images, sizes, empty = self.builder_config.name, {}, [], 0
     with h5py.File(mat_path, 'r') as f:
       for p, pair_ref in enumerate(_flat(f[kind]), start=1):

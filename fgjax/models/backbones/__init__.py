@@ -8,6 +8,9 @@ The VGG-D/M and ResNet-50 backbones register here under their own names when the
 """
 from __future__ import annotations
 
+from typing import Any
+
+import flax
 import flax.linen as nn
 
 from fgjax.models.backbones.preprocessing import Preprocessing
@@ -58,10 +61,11 @@ def build(spec: str | nn.Module, *, kwargs=None, pretrained: str = '', dtype=Non
   """The backbone a model field names: `spec` is a registered name (built with `kwargs`, the
   compute `dtype` and, when `pretrained` is a weight directory written by `python -m
   fgjax.pretrained convert`, that directory's input preprocessing), or a module instance used as
-  given (tests and benchmarks inject stubs). `name` binds it under that scope (e.g. 'backbone_a',
-  the prefix its weights and lr multipliers use)."""
-  if isinstance(spec, nn.Module):
-    return spec.clone(name=name) if name else spec
+  given (tests and benchmarks inject stubs; as a module field it is already bound under the field's name).
+  `name` binds a built one under that scope (e.g. 'backbone_a', the prefix its weights and lr
+  multipliers use)."""
+  if isinstance(spec, nn.Module):  # a module field: already bound under the field's name
+    return spec
   kw = dict(kwargs or {})
   if dtype is not None:
     kw['dtype'] = dtype
@@ -69,4 +73,37 @@ def build(spec: str | nn.Module, *, kwargs=None, pretrained: str = '', dtype=Non
     kw['preprocessing'] = Preprocessing.load(pretrained)
   if name:
     kw['name'] = name
-  return get_backbone(spec, **kw)
+  if spec not in BACKBONES:
+    get_backbone(spec)  # the error naming the valid backbones
+  return BACKBONES[spec](**kw)
+
+
+def of(module, suffix: str = '') -> nn.Module:
+  """The backbone a model's fields name (`backbone{suffix}`, `backbone{suffix}_kwargs`,
+  `backbone{suffix}_pretrained`, and the model's `dtype`), bound under `backbone{suffix}`. Call it
+  from the model's `setup` or compact `__call__`."""
+  return build(getattr(module, f'backbone{suffix}'),
+               kwargs=getattr(module, f'backbone{suffix}_kwargs'),
+               pretrained=getattr(module, f'backbone{suffix}_pretrained'), dtype=module.dtype,
+               name=f'backbone{suffix}')
+
+
+class BackboneFields(nn.Module, kw_only=True):
+  """The backbone settings of the one-backbone models (A3M, ActivationAttention,
+  FocusDiscriminate), declared once; `of(model)` builds the backbone from them.
+
+  Attributes:
+    backbone: a registered backbone name (`BACKBONES`), or a module instance (tests, benchmarks),
+      bound under the name `backbone` (the prefix of its weights and lr multipliers).
+    layer: the key of the backbone's feature dict the model reads.
+    backbone_kwargs: constructor arguments of the backbone (e.g. widths).
+    backbone_pretrained: a weight directory from `python -m fgjax.pretrained convert`; its input
+      preprocessing comes with it (the trainer loads the weights, `Method.pretrained`).
+    allow_random_init: an ImageNet backbone without weights is a config error unless True (read by
+      the method's config check, not by `__call__`).
+  """
+  backbone: Any = 'small_cnn'
+  layer: str = 'conv4'
+  backbone_kwargs: Any = flax.core.FrozenDict()
+  backbone_pretrained: str = ''
+  allow_random_init: bool = False

@@ -7,6 +7,8 @@ python -m fgjax.train --config=configs/cars_activation_attention.py --workdir=DI
   --config.model.backbone_pretrained=WEIGHTS/resnet50
 python -m fgjax.train --config=configs/cars_activation_attention.py:runlocal \
   --workdir=/tmp/x  # CPU smoke run
+
+`:single` trains scale 1 alone (the 1-scale baseline; combine: `:single,runlocal`).
 """
 
 from fgjax.default_config import get_base_config, parse_arg
@@ -14,7 +16,8 @@ from fgjax.methods.activation_attention import paper_recipe
 
 
 def get_config(arg=None):
-  c = paper_recipe(get_base_config(), runlocal=parse_arg(arg).runlocal)
+  arg = parse_arg(arg, single=False)
+  c = paper_recipe(get_base_config(), runlocal=arg.runlocal, single=arg.single)
   c.dataset.name = 'cars196'
   c.dataset.train_split = 'train'
   c.dataset.eval_split = 'test'

@@ -9,6 +9,8 @@ python -m fgjax.train --config=configs/cars_focus_discriminate.py:runlocal \
 
 ResNet-50 at 448, NTS-Net anchors/NMS 0.25, 6 regions zoomed to 224, hybrid of the image and top-4
 region features; SGD 0.01 (x0.1 at epochs 40, 80), 100 epochs, backbone at 0.1x lr.
+
+`:image_level` is the paper's "image level only" ablation (combine: `:image_level,runlocal`).
 """
 
 from fgjax.default_config import get_base_config, parse_arg
@@ -16,7 +18,10 @@ from fgjax.methods.focus_discriminate import paper_recipe
 
 
 def get_config(arg=None):
-  c = paper_recipe(get_base_config(), runlocal=parse_arg(arg).runlocal)
+  arg = parse_arg(arg, image_level=False)
+  c = paper_recipe(get_base_config(), runlocal=arg.runlocal)
+  if arg.image_level:  # the paper's "image level only" ablation
+    c.model.use_hybrid = False
   c.dataset.name = 'cars196'
   c.dataset.train_split = 'train'
   c.dataset.eval_split = 'test'

@@ -14,6 +14,7 @@ differ (the defaults below assume 4 door and 6 seat values). Recipe:
 fgjax.methods.a3m.a3m_recipe (paper section 4.1.4); the argument `:variant=official_code` (default
 `paper`) selects the authors' Keras code's reading and its loss weights, dropout and BatchNorm
 settings.
+`:ablation=baseline1` (and the other ablations of fgjax/models/a3m.py) trains an ablation.
 """
 
 from fgjax.default_config import get_base_config, parse_arg
@@ -21,7 +22,9 @@ from fgjax.methods.a3m import a3m_recipe
 
 
 def get_config(arg=None):
-  c = a3m_recipe(get_base_config(), parse_arg(arg, runlocal=None, variant='paper').variant)
+  arg = parse_arg(arg, runlocal=None, variant='paper', ablation='none')
+  c = a3m_recipe(get_base_config(), arg.variant)
+  c.model.ablation = arg.ablation
   c.dataset.name = 'compcars'
   c.dataset.resize_size, c.dataset.image_size = 480, 448
   c.model.attribute_field = 'attribute_classes'

@@ -11,6 +11,7 @@ official code (sum 340). Recipe: fgjax.methods.a3m.a3m_recipe (paper section 4.1
 accuracies per group are in metrics.json (attribute_accuracy/k). The argument
 `:variant=official_code` (default `paper`) runs the authors' Keras code's reading instead and
 writes its loss weights, dropout and BatchNorm settings into config.model (`a3m_recipe`).
+`:ablation=baseline1` (and the other ablations of fgjax/models/a3m.py) trains an ablation.
 """
 
 from fgjax.default_config import get_base_config, parse_arg
@@ -18,7 +19,9 @@ from fgjax.methods.a3m import CUB_ATTRIBUTE_GROUPS, a3m_recipe
 
 
 def get_config(arg=None):
-  c = a3m_recipe(get_base_config(), parse_arg(arg, runlocal=None, variant='paper').variant)
+  arg = parse_arg(arg, runlocal=None, variant='paper', ablation='none')
+  c = a3m_recipe(get_base_config(), arg.variant)
+  c.model.ablation = arg.ablation
   c.dataset.name = 'cub2011'
   c.dataset.crop_to_bbox = True
   c.dataset.resize_size, c.dataset.image_size = 256, 224

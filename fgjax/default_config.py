@@ -28,6 +28,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   # Geometry: optionally crop to the object box, resize, then crop the model input (random crop in
   # training, centre crop in evaluation), flip and shift.
   c.dataset.crop_to_bbox = False  # crop to the dataset's `bbox` first (A3M on CUB)
+  # The box crop_to_bbox uses: 'bbox', or 'FIELD:ROW' of a (K, 4) field (synthetic_parts/fgvc:
+  # 'part_boxes:4', the eye detail), grown by crop_margin x its size on every side.
+  c.dataset.crop_box = 'bbox'
+  c.dataset.crop_margin = 0.0
   c.dataset.resize = 'fixed'  # 'fixed' (resize_size x resize_width) | 'short_edge' | 'none'
   c.dataset.resize_size = 64  # 'fixed': height; 'short_edge': the short side
   c.dataset.resize_width = 0  # 'fixed': width (0 = resize_size)
@@ -124,6 +128,15 @@ def sgd(c: ml_collections.ConfigDict, learning_rate: float, *, weight_decay: flo
   return c
 
 
+def loop(c: ml_collections.ConfigDict, batch: int, *, log_every: int,
+         checkpoint_every: int) -> ml_collections.ConfigDict:
+  """The training-loop block the recipes share: one batch size for training and evaluation."""
+  c.train.global_batch_size = c.eval.batch_size = batch
+  c.train.log_every_steps = log_every
+  c.train.checkpoint_every_steps = checkpoint_every
+  return c
+
+
 def synthetic_cpu_recipe(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Data and optimiser settings shared by the CPU-sized configs on the embedded dataset."""
   c.dataset.name = 'synthetic_parts'
@@ -143,6 +156,46 @@ def synthetic_cpu_recipe(c: ml_collections.ConfigDict) -> ml_collections.ConfigD
   c.train.log_every_steps = 100
   c.train.checkpoint_every_steps = 500
   return c
+
+
+def synthetic_fgvc_recipe(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`synthetic_cpu_recipe` on the embedded benchmark `synthetic_parts/fgvc` (128x128 input, 40
+  epochs of 47 steps): the configs/synthetic_fgvc_*.py and the benchmark's oracles share it."""
+  synthetic_cpu_recipe(c)
+  c.dataset.config = 'fgvc'
+  c.dataset.resize_size, c.dataset.image_size = 136, 128
+  c.train.num_epochs = 40.0
+  c.train.log_every_steps = 200
+  c.train.checkpoint_every_steps = 1000
+  return c
+
+
+# The small stand-ins of the [D,M] streams on synthetic_parts/fgvc: both end at stride 16 (an 8x8
+# grid at 128x128). D is deeper and narrower (4 stages, like VGG-16's "D"), M shallower and wider
+# (3 stages, a stride-4 first conv, like VGG-M).
+FGVC_STREAM_D = {'backbone': 'small_cnn', 'layer': 'conv4',
+                 'kwargs': {'widths': (32, 64, 64, 64), 'downsample': (2, 2, 2, 2)}}
+FGVC_STREAM_M = {'backbone': 'small_cnn', 'layer': 'conv3',
+                 'kwargs': {'widths': (48, 96, 128), 'downsample': (4, 2, 2)}}
+
+
+def fgvc_streams(model: ml_collections.ConfigDict, which: str = 'dm') -> ml_collections.ConfigDict:
+  """Sets a two-stream config.model to the fgvc D (and M) streams: which = 'dm' | 'dd'."""
+  if which not in ('dm', 'dd'):
+    raise ValueError(f"streams must be 'dm' or 'dd', got {which!r}")
+  model.backbone_a, model.layer_a = FGVC_STREAM_D['backbone'], FGVC_STREAM_D['layer']
+  model.backbone_a_kwargs = ml_collections.ConfigDict(FGVC_STREAM_D['kwargs'])
+  if which == 'dm':
+    model.backbone_b, model.layer_b = FGVC_STREAM_M['backbone'], FGVC_STREAM_M['layer']
+    model.backbone_b_kwargs = ml_collections.ConfigDict(FGVC_STREAM_M['kwargs'])
+  return model
+
+
+def fgvc_backbone(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Sets a one-backbone config.model to the fgvc D stream (8x8 grid at 128x128)."""
+  model.backbone, model.layer = FGVC_STREAM_D['backbone'], FGVC_STREAM_D['layer']
+  model.backbone_kwargs = ml_collections.ConfigDict(FGVC_STREAM_D['kwargs'])
+  return model
 
 
 def parse_arg(arg: str | None, runlocal: bool | None = False,

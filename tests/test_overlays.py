@@ -16,6 +16,7 @@ from PIL import Image
 from fgjax import experiment, methods, predict
 from fgjax.visualisation import overlays, panels
 from fgjax.data import augment
+from fgjax.models import backbones
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,7 +157,7 @@ def test_bcnn_panel_is_the_squared_feature_norm(forward):
   # Oracle: the backbone applied on its own (not the captured intermediate), |a_uv|^2 in float64
   # for the symmetric one-stream B-CNN ([D,D]: |a b^T|_F = |a|^2).
   p, images, outputs = forward('bcnn')
-  bb = p.exp.model.backbone_a
+  bb = backbones.of(p.exp.model, '_a')  # the stream the model builds from its fields
   v = {'params': p.variables['params']['backbone_a']}
   if 'batch_stats' in p.variables and 'backbone_a' in p.variables['batch_stats']:
     v['batch_stats'] = p.variables['batch_stats']['backbone_a']

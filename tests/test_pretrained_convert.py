@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from fgjax import experiment, pretrained, trainer
+from fgjax.models import backbones
 from fgjax.models.backbones import preprocessing, resnet
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), 'parity'))
@@ -45,7 +46,7 @@ def test_bcnn_stream_loads_converted_weights(converted, make_config, tmp_path, o
   config = make_config('bcnn', backbone_a='resnet50', layer_a='layer2', proj_dim_a=8,
                        backbone_a_pretrained=out)
   exp = experiment.setup(config, mesh=one_device_mesh, log=lambda m: None)
-  assert exp.model.backbone_a.preprocessing == preprocessing.TORCHVISION
+  assert backbones.of(exp.model, '_a').preprocessing == preprocessing.TORCHVISION
   logs = []
   run = trainer._Run(exp, str(tmp_path / 'w'), logs.append)
   loaded, _, _ = trainer._restore_or_init(run)

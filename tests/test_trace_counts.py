@@ -25,7 +25,7 @@ def test_one_trace_per_stage_and_one_eval_trace(make_config, tmp_path, one_devic
       return fn(*args, **kwargs)
     return wrapper
 
-  monkeypatch.setitem(methods._REGISTRY, 'bcnn', dataclasses.replace(
+  monkeypatch.setitem(methods.METHODS, 'bcnn', dataclasses.replace(
       base, loss_fn=counted('loss_fn'), predict_fn=counted('predict_fn')))
   config = make_config('bcnn')
   with config.unlocked():

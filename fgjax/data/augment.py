@@ -43,6 +43,33 @@ def crop_to_bbox(image: np.ndarray, bbox: np.ndarray):
   return image[y0:y1, x0:x1], np.asarray([0.0, 0.0, 1.0, 1.0], np.float32)
 
 
+def crop_box(example: dict, cfg) -> np.ndarray:
+  """The normalised box `dataset.crop_to_bbox` crops to: the field `dataset.crop_box` ('bbox', or
+  'FIELD:ROW' for one row of a (K, 4) field, e.g. synthetic_parts/fgvc's 'part_boxes:4', the
+  eye detail), grown by `dataset.crop_margin` times its height / width on every side and clipped
+  to the image."""
+  name, _, row = cfg.crop_box.partition(':')
+  if name not in example:
+    raise ValueError(f'config.dataset.crop_box={cfg.crop_box!r}: the dataset has no field '
+                     f'{name!r} (it has: {", ".join(sorted(example))})')
+  box = np.asarray(example[name], np.float32)
+  if row:
+    if box.ndim != 2 or not row.isdigit() or int(row) >= box.shape[0]:
+      rows = box.shape[0] if box.ndim == 2 else 0
+      raise ValueError(f'config.dataset.crop_box={cfg.crop_box!r}: {name!r} has shape '
+                       f'{box.shape}; expected FIELD:ROW with ROW < {rows}')
+    box = box[int(row)]
+  if box.shape != (4,):
+    raise ValueError(f'config.dataset.crop_box={cfg.crop_box!r} is not one box (ymin, xmin, ymax, '
+                     f'xmax) but shape {box.shape}; name a row: {name}:ROW')
+  m = float(cfg.crop_margin)
+  if m:
+    dy, dx = m * (box[2] - box[0]), m * (box[3] - box[1])
+    box = np.clip(np.asarray([box[0] - dy, box[1] - dx, box[2] + dy, box[3] + dx], np.float32),
+                  0.0, 1.0)
+  return box
+
+
 def crop(image: np.ndarray, bbox: np.ndarray | None, size_hw: tuple[int, int],
          offset: tuple[int, int] | None = None):
   """Crop size_hw at `offset` (y0, x0), or centred when None; bbox re-normalised."""
@@ -99,9 +126,18 @@ def preprocess(example: dict, cfg, rng: np.random.Generator | None) -> dict:
   bbox = example.get('bbox')
   bbox = None if bbox is None else np.asarray(bbox, np.float32)
   if cfg.crop_to_bbox:
-    if bbox is None:
-      raise ValueError('dataset.crop_to_bbox needs a `bbox` field in the dataset')
-    image, bbox = crop_to_bbox(image, bbox)
+    if cfg.crop_box == 'bbox' and not cfg.crop_margin:
+      if bbox is None:
+        raise ValueError('dataset.crop_to_bbox needs a `bbox` field in the dataset')
+      image, bbox = crop_to_bbox(image, bbox)
+    else:  # a part box or a margin: the object box follows the crop
+      h, w = image.shape[:2]
+      image, _ = crop_to_bbox(image, crop_box(example, cfg))
+      if bbox is not None:
+        box = crop_box(example, cfg)
+        eps = 1e-3
+        y0, x0 = int(np.floor(box[0] * h + eps)), int(np.floor(box[1] * w + eps))
+        bbox = _move_bbox(bbox, h, w, y0, x0, image.shape[0], image.shape[1])
   image = resize(image, cfg.resize, cfg.resize_size, cfg.resize_width)
   train = rng is not None
   out_h, out_w = input_hw(cfg)

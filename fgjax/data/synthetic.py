@@ -49,6 +49,7 @@ import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
 
+from fgjax.data import fgvc_render
 from fgjax.data import synthetic_render as render_lib
 
 _SPLITS = ('train', 'test', 'query', 'gallery', 'retrieval_train', 'retrieval_test')
@@ -106,20 +107,90 @@ class SyntheticPartsConfig(tfds.core.BuilderConfig):
         clutter=self.clutter, part_scale=self.part_scale, seed=self.seed)
 
   def split_keys(self) -> dict[str, list[tuple[int, int]]]:
-    """(identity, camera) pairs of every split, in generation order."""
-    ipc, ntr, cams = self.identities_per_class, self.train_identities_per_class, self.num_cameras
-    half = (self.num_classes + 1) // 2
-    out = {name: [] for name in _SPLITS}
-    for label in range(self.num_classes):
-      for j in range(ipc):
-        identity = label * ipc + j
-        for camera in range(cams):
-          key = (identity, camera)
-          out['train' if j < ntr else 'test'].append(key)
-          if j >= ntr:
-            out['query' if camera == 0 else 'gallery'].append(key)
-          out['retrieval_train' if label < half else 'retrieval_test'].append(key)
-    return out
+    return _split_keys(self.num_classes, self.train_identities_per_class,
+                       self.identities_per_class, self.num_cameras)
+
+
+def _split_keys(num_classes, train_ipc, ipc, cams) -> dict[str, list[tuple[int, int]]]:
+  """(identity, camera) pairs of every split, in generation order (module docstring)."""
+  half = (num_classes + 1) // 2
+  out = {name: [] for name in _SPLITS}
+  for label in range(num_classes):
+    for j in range(ipc):
+      identity = label * ipc + j
+      for camera in range(cams):
+        key = (identity, camera)
+        out['train' if j < train_ipc else 'test'].append(key)
+        if j >= train_ipc:
+          out['query' if camera == 0 else 'gallery'].append(key)
+        out['retrieval_train' if label < half else 'retrieval_test'].append(key)
+  return out
+
+
+@dataclasses.dataclass(eq=False)
+class FgvcConfig(tfds.core.BuilderConfig):
+  """``synthetic_parts/fgvc``: the embedded benchmark (fgjax/data/fgvc_render.py says what each
+  property is for). Every property is a knob:
+
+  Attributes:
+    image_size: images are (image_size, image_size, 3); large enough that zooming matters.
+    num_base: classes that differ in several markings.
+    layout_pairs: pairs of classes with the same markings in swapped places (fore / aft).
+    detail_pairs: pairs of classes that differ only in the fine `eye` detail.
+    num_variants: marking shapes per group (2..5).
+    train_identities_per_class, test_identities_per_class, num_cameras: identities (re-id) and
+      views; train images per class = train_identities_per_class * num_cameras.
+    object_scale: (low, high) object length as a fraction of the image side (log-uniform).
+    rotation_deg: rotations within +- this; objects also face left or right.
+    deformation: per-identity body aspect and length jitter (relative).
+    clutter: decoys per image (body fragments carrying other classes' markings); 0 = none.
+    part_scale: marking size multiplier.
+    seed: global seed; every pixel is a function of the config.
+  """
+
+  image_size: int = 128
+  num_base: int = 20
+  layout_pairs: int = 8
+  detail_pairs: int = 7
+  num_variants: int = 5
+  train_identities_per_class: int = 10
+  test_identities_per_class: int = 4
+  num_cameras: int = 3
+  object_scale: tuple[float, float] = (0.15, 0.6)
+  rotation_deg: float = 30.0
+  deformation: float = 0.1
+  clutter: int = 3
+  part_scale: float = 1.0
+  seed: int = 0
+
+  def __post_init__(self):
+    if self.num_cameras < 2 or self.train_identities_per_class < 1 or (
+        self.test_identities_per_class < 1):
+      raise ValueError('need num_cameras >= 2 and >= 1 train and test identity per class')
+    self.scene()  # validates the remaining fields
+    object.__setattr__(self, '_frozen', True)
+
+  __setattr__ = SyntheticPartsConfig.__setattr__
+
+  @property
+  def identities_per_class(self) -> int:
+    return self.train_identities_per_class + self.test_identities_per_class
+
+  @property
+  def num_classes(self) -> int:
+    return self.num_base + 2 * (self.layout_pairs + self.detail_pairs)
+
+  def scene(self) -> fgvc_render.FgvcScene:
+    return fgvc_render.FgvcScene(
+        image_size=self.image_size, num_base=self.num_base, layout_pairs=self.layout_pairs,
+        detail_pairs=self.detail_pairs, num_variants=self.num_variants,
+        identities_per_class=self.identities_per_class, object_scale=self.object_scale,
+        rotation_deg=self.rotation_deg, deformation=self.deformation, clutter=self.clutter,
+        part_scale=self.part_scale, seed=self.seed)
+
+  def split_keys(self) -> dict[str, list[tuple[int, int]]]:
+    return _split_keys(self.num_classes, self.train_identities_per_class,
+                       self.identities_per_class, self.num_cameras)
 
 
 def _png(image: np.ndarray) -> bytes:
@@ -141,6 +212,16 @@ class SyntheticParts(tfds.core.GeneratorBasedBuilder):
           name='tiny', description='Fast tests: 32x32, 4 classes, 96 train / 48 test images.',
           image_size=32, num_classes=4, train_identities_per_class=8,
           test_identities_per_class=4, num_cameras=3),
+      FgvcConfig(
+          name='fgvc', description='The embedded benchmark: 128x128, 50 classes (20 base, 8 '
+          'layout pairs, 7 detail pairs), 1500 train / 600 test images, objects 15-60% of the '
+          'image side, 3 decoys per image.'),
+      FgvcConfig(name='fgvc_noclutter', description='fgvc without decoys (oracle).', clutter=0),
+      FgvcConfig(name='fgvc_nolayout', description='fgvc with the 8 layout pairs replaced by 16 '
+                 'base classes (oracle).', num_base=36, layout_pairs=0),
+      FgvcConfig(name='fgvc_tiny', description='Fast tests: 64x64, 8 classes.', image_size=64,
+                 num_base=2, layout_pairs=1, detail_pairs=2, train_identities_per_class=2,
+                 test_identities_per_class=1, num_cameras=2),
   ]
   DEFAULT_BUILDER_CONFIG_NAME = 'default'
 
@@ -159,38 +240,47 @@ class SyntheticParts(tfds.core.GeneratorBasedBuilder):
   def _info(self) -> tfds.core.DatasetInfo:
     cfg = self.builder_config
     scene = cfg.scene()
-    groups, variants = render_lib.GROUPS, render_lib.VARIANTS[:cfg.num_variants]
-    names = ['-'.join(f'{g}_{variants[a]}' for g, a in zip(groups, t)) for t in scene.attributes]
+    fgvc = isinstance(cfg, FgvcConfig)
+    lib = fgvc_render if fgvc else render_lib
+    groups, variants = lib.GROUPS, lib.VARIANTS[:cfg.num_variants]
+
+    def value(group, a):
+      return fgvc_render.EYE_VARIANTS[a] if group == 'eye' else variants[a]
+    names = ['-'.join(f'{g}_{value(g, a)}' for g, a in zip(groups, t)) for t in scene.attributes]
     s = cfg.image_size
+    features = {
+        'image': tfds.features.Image(shape=(s, s, 3), encoding_format='png'),
+        'label': tfds.features.ClassLabel(names=names),
+        'attributes': tfds.features.Tensor(shape=(len(groups),), dtype=np.int64),
+        'identity': tfds.features.Scalar(dtype=np.int64),
+        'camera': tfds.features.Scalar(dtype=np.int64),
+        'bbox': tfds.features.Tensor(shape=(4,), dtype=np.float32),
+    }
+    metadata = dict(
+        part_groups=list(groups), variants=list(variants),
+        class_attributes=scene.attributes.tolist(), num_cameras=cfg.num_cameras,
+        retrieval_train_classes=list(range((cfg.num_classes + 1) // 2)),
+        config={f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+                if f.name not in ('release_notes', 'supported_versions', 'tags', 'version',
+                                  'description')})
+    description = (
+        'Procedurally generated fine-grained dataset: objects share one silhouette and colour '
+        'distribution; classes differ only in the shape of small equal-area markings on the '
+        f'part groups {list(groups)} (variants {list(variants)}). `attributes[g]` is the '
+        'variant index of group g (see metadata). Identities are seen by several cameras '
+        '(pose, background, illumination) for re-id; `bbox` = (ymin, xmin, ymax, xmax) in '
+        '[0, 1]. Splits: train/test (identity-disjoint), query/gallery (test identities), '
+        'retrieval_train/retrieval_test (class-disjoint).')
+    if fgvc:
+      features['part_boxes'] = tfds.features.Tensor(shape=(len(groups), 4), dtype=np.float32)
+      metadata.update(pair_kind=list(scene.pair_kind), partner=scene.partner.tolist(),
+                      eye_variants=list(fgvc_render.EYE_VARIANTS))
+      description += (' fgvc: objects at varied scale, pose and position among decoys; layout '
+                      'and fine-detail class pairs (metadata pair_kind / partner); `part_boxes` '
+                      'per group.')
     return tfds.core.DatasetInfo(
-        builder=self,
-        description=(
-            'Procedurally generated fine-grained dataset: objects share one silhouette and colour '
-            'distribution; classes differ only in the shape of small equal-area markings on the '
-            f'part groups {list(groups)} (variants {list(variants)}). `attributes[g]` is the '
-            'variant index of group g (see metadata). Identities are seen by several cameras '
-            '(pose, background, illumination) for re-id; `bbox` = (ymin, xmin, ymax, xmax) in '
-            '[0, 1]. Splits: train/test (identity-disjoint), query/gallery (test identities), '
-            'retrieval_train/retrieval_test (class-disjoint).'),
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Image(shape=(s, s, 3), encoding_format='png'),
-            'label': tfds.features.ClassLabel(names=names),
-            'attributes': tfds.features.Tensor(shape=(len(groups),), dtype=np.int64),
-            'identity': tfds.features.Scalar(dtype=np.int64),
-            'camera': tfds.features.Scalar(dtype=np.int64),
-            'bbox': tfds.features.Tensor(shape=(4,), dtype=np.float32),
-        }),
-        supervised_keys=('image', 'label'),
-        metadata=tfds.core.MetadataDict(
-            part_groups=list(groups),
-            variants=list(variants),
-            class_attributes=scene.attributes.tolist(),
-            num_cameras=cfg.num_cameras,
-            retrieval_train_classes=list(range((cfg.num_classes + 1) // 2)),
-            config={f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
-                    if f.name not in ('release_notes', 'supported_versions', 'tags',
-                                      'version', 'description')}),
-    )
+        builder=self, description=description, features=tfds.features.FeaturesDict(features),
+        supervised_keys=('image', 'label'), metadata=tfds.core.MetadataDict(**metadata))
 
   def _split_generators(self, dl_manager):
     del dl_manager  # nothing to download
@@ -201,9 +291,12 @@ class SyntheticParts(tfds.core.GeneratorBasedBuilder):
     key = (identity, camera)
     if key not in self._render_cache:  # each view is rendered and encoded once per build
       r = scene.render(identity, camera)
-      self._render_cache[key] = {
+      example = {
           'image': _png(r['image']), 'label': r['label'], 'attributes': r['attributes'],
           'identity': np.int64(identity), 'camera': np.int64(camera), 'bbox': r['bbox']}
+      if 'part_boxes' in r:
+        example['part_boxes'] = r['part_boxes']
+      self._render_cache[key] = example
     return self._render_cache[key]
 
   def _download_and_prepare(self, *args, **kwargs):

@@ -199,7 +199,8 @@ METHOD = Method(
     eval_metrics=eval_metrics, attention_panels=attention_panels)
 
 
-def paper_recipe(c: ml_collections.ConfigDict, runlocal: bool = False) -> ml_collections.ConfigDict:
+def paper_recipe(c: ml_collections.ConfigDict, runlocal: bool = False,
+                 single: bool = False) -> ml_collections.ConfigDict:
   """Section 5.2 on a real dataset: ResNet-50 (ImageNet) layer4, n = 16, 3 scales, fine-tuning
   rate 1e-4, 40 epochs per scale (stage s trains scale s). Short edge resized to 448 (the paper
   feeds whole images; batches need one size, so a 448 x 448 crop: random in training, centre in
@@ -209,7 +210,7 @@ def paper_recipe(c: ml_collections.ConfigDict, runlocal: bool = False) -> ml_col
   scales then stay exactly frozen).
 
   runlocal: the same pipeline shrunk to run on CPU (small_cnn at 64x64, batch 8, 0.02 epochs per
-  scale); for smoke tests on the real data only.
+  scale); for smoke tests on the real data only. single: scale 1 alone (the 1-scale baseline).
   """
   c.method = 'activation_attention'
   c.model = METHOD.default_model_config()
@@ -222,16 +223,15 @@ def paper_recipe(c: ml_collections.ConfigDict, runlocal: bool = False) -> ml_col
   c.dataset.hflip = True
   default_config.sgd(c, 1e-4, weight_decay=1e-4, schedule='constant')
   epochs = 40.0
-  c.train.global_batch_size = 16
-  c.train.log_every_steps = 50
-  c.train.checkpoint_every_steps = 1000
-  c.eval.batch_size = 16
+  default_config.loop(c, 16, log_every=50, checkpoint_every=1000)
   if runlocal:
     c.model.backbone, c.model.layer = 'small_cnn', 'conv4'
     c.model.backbone_kwargs = ml_collections.ConfigDict()
     c.dataset.resize, c.dataset.resize_size, c.dataset.image_size = 'fixed', 72, 64
     c.train.global_batch_size = c.eval.batch_size = 8
     epochs = 0.02
+  if single:  # the 1-scale model: scale 1 alone, trained as scale 1 of the 3-scale model
+    c.model.num_scales = 1
   c.stages = scale_stages(c.model.num_scales, epochs)
   c.train.num_epochs = epochs * c.model.num_scales
   return c

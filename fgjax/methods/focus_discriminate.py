@@ -195,10 +195,7 @@ def paper_recipe(c: ml_collections.ConfigDict, runlocal: bool = False) -> ml_col
   c.optim.decay_factor = 0.1
   c.optim.lr_multipliers = ml_collections.ConfigDict({'^backbone/': 0.1})
   c.train.num_epochs = 100.0
-  c.train.global_batch_size = 16
-  c.train.log_every_steps = 50
-  c.train.checkpoint_every_steps = 1000
-  c.eval.batch_size = 16
+  default_config.loop(c, 16, log_every=50, checkpoint_every=1000)
   if runlocal:
     c.model.backbone, c.model.layer = 'small_cnn', 'conv4'
     c.dataset.resize_size, c.dataset.image_size = 72, 64

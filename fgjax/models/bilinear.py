@@ -67,12 +67,7 @@ def is_symmetric(module) -> bool:
 
 def _stream(module, which: str) -> nn.Module:
   """Backbone `which` ('a' | 'b') of a two-stream module, bound as `backbone_<which>`."""
-  spec = getattr(module, f'backbone_{which}')
-  if isinstance(spec, nn.Module):  # a module field: already bound under the field's name
-    return spec
-  return backbones_lib.build(spec, kwargs=getattr(module, f'backbone_{which}_kwargs'),
-                             pretrained=getattr(module, f'backbone_{which}_pretrained'),
-                             dtype=module.dtype, name=f'backbone_{which}')
+  return backbones_lib.of(module, f'_{which}')
 
 
 def _layer(feats: dict, layer: str, which: str) -> jax.Array:

@@ -1,0 +1,20 @@
+"""B-CNN + SPP [D,M] on FGVC-Aircraft (100 variants): Wu & Wang 2017's baseline 5, B-CNN [D,M] with a 2-level
+spatial pyramid (1x1 + 2x2 cells) on the recipe of configs/aircraft_bcnn.py
+(fgjax.methods.bcnn.bcnn_dm_recipe).
+
+python -m fgjax.data.prepare fgvc_aircraft --manual_dir=DIR          # once (README "Datasets")
+python -m fgjax.train --config=configs/aircraft_bcnn_spp.py --workdir=DIR \
+  --config.model.backbone_a_pretrained=WEIGHTS/vgg16 --config.model.backbone_b_pretrained=WEIGHTS/vggm
+"""
+
+from fgjax.default_config import get_base_config
+from fgjax.methods.bcnn import bcnn_dm_recipe
+
+
+def get_config():
+  c = bcnn_dm_recipe(get_base_config())
+  c.method = 'bcnn_spp'
+  c.dataset.name = 'fgvc_aircraft'
+  c.dataset.train_split = 'trainval'
+  c.dataset.eval_split = 'test'
+  return c

@@ -1,0 +1,20 @@
+"""B-CNN + SPP [D,M] on CUB-200-2011 (200 bird species): Wu & Wang 2017's baseline 5, B-CNN [D,M] with a 2-level
+spatial pyramid (1x1 + 2x2 cells) on the recipe of configs/cub_bcnn.py
+(fgjax.methods.bcnn.bcnn_dm_recipe).
+
+python -m fgjax.data.prepare cub2011 --manual_dir=DIR          # once (README "Datasets")
+python -m fgjax.train --config=configs/cub_bcnn_spp.py --workdir=DIR \
+  --config.model.backbone_a_pretrained=WEIGHTS/vgg16 --config.model.backbone_b_pretrained=WEIGHTS/vggm
+"""
+
+from fgjax.default_config import get_base_config
+from fgjax.methods.bcnn import bcnn_dm_recipe
+
+
+def get_config():
+  c = bcnn_dm_recipe(get_base_config())
+  c.method = 'bcnn_spp'
+  c.dataset.name = 'cub2011'
+  c.dataset.train_split = 'train'
+  c.dataset.eval_split = 'test'
+  return c

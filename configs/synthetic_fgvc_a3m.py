@@ -1,0 +1,28 @@
+"""A3M (Han et al. 2018, Attribute-Aware Attention Model) on synthetic_parts/fgvc: five attribute
+groups, the part markings (head, fore, aft, tail: 5 shapes each) and the eye detail (2).
+
+python -m fgjax.train --config=configs/synthetic_fgvc_a3m.py --workdir=/tmp/fgjax/fgvc_a3m
+python -m fgjax.train --config=configs/synthetic_fgvc_a3m.py:ablation=baseline1 --workdir=...
+
+The paper's claim checked here: A3M > Baseline-1 (the category branch alone,
+`:ablation=baseline1`). Backbone: the D stream of configs/synthetic_fgvc_bcnn.py (8x8 grid).
+"""
+
+import ml_collections
+
+from fgjax.default_config import fgvc_backbone, get_base_config, parse_arg, synthetic_fgvc_recipe
+from fgjax.methods.a3m import variant_model_config
+
+
+def get_config(arg=None):
+  arg = parse_arg(arg, runlocal=None, variant='paper', ablation='none')
+  c = synthetic_fgvc_recipe(get_base_config())
+  c.method = 'a3m'
+  c.model = fgvc_backbone(variant_model_config(arg.variant))
+  c.model.ablation = arg.ablation
+  c.model.embed_dim = 128
+  c.model.attribute_field = 'attributes'
+  c.model.attribute_classes = (5, 5, 5, 5, 2)
+  # The recipe's 20x classifier rate is for B-CNN's unit-norm feature.
+  c.optim.lr_multipliers = ml_collections.ConfigDict()
+  return c

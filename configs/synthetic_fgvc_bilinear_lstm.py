@@ -1,0 +1,27 @@
+"""bilinear_lstm (Wu & Wang 2017, "Where to Focus") on synthetic_parts/fgvc: the [D,M] streams of
+configs/synthetic_fgvc_bcnn.py (8x8 grid), a 2-layer spatial LSTM with soft location attention.
+
+python -m fgjax.train --config=configs/synthetic_fgvc_bilinear_lstm.py --workdir=/tmp/fgjax/fgvc_blstm
+
+The paper's claim checked here: bilinear_lstm > B-CNN [D,M] (configs/synthetic_fgvc_bcnn.py).
+Settings are those of configs/synthetic_bilinear_lstm.py, measured on synthetic_parts/default
+(docs/methods/bilinear_lstm.md): hidden 64, rank-64 gate input, Adam 1e-3, attention penalty 0,
+last-cell readout, dropout 0.2.
+"""
+
+from fgjax.default_config import fgvc_streams, get_base_config, synthetic_fgvc_recipe
+from fgjax.methods.bilinear_lstm import METHOD
+
+
+def get_config():
+  c = synthetic_fgvc_recipe(get_base_config())
+  c.method = 'bilinear_lstm'
+  c.model = fgvc_streams(METHOD.default_model_config())
+  c.model.hidden = c.model.rank = 64
+  c.model.attention_penalty = 0.0
+  c.model.readout = 'last'
+  c.model.dropout_rate = 0.2
+  c.optim.optimizer = 'adam'
+  c.optim.learning_rate = 0.001
+  c.optim.weight_decay = 0.0
+  return c

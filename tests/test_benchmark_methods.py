@@ -1,0 +1,91 @@
+"""benchmarks.methods (every method against its paper's claim) and benchmarks.fgvc_oracles (the
+benchmark's validation), end to end on tiny data: real training runs of a few steps."""
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from benchmarks import fgvc_oracles, methods
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', 'builders'))
+import test_cub2011  # noqa: E402  pylint: disable=wrong-import-position
+
+
+def test_verdict_needs_every_seed():
+  assert methods.verdict([0.5, 0.6], [0.4, 0.5]) == 'holds'
+  assert methods.verdict([0.5, 0.6], [0.4, 0.7]) == 'does not hold'
+  assert methods.verdict([0.5], [0.5]) == 'does not hold'  # a tie is not a win
+  assert methods.verdict([0.5, 0.6], [0.4]) == 'incomplete'
+
+
+def test_every_claim_has_configs_on_the_benchmark():
+  for claim in methods.CLAIMS:
+    for run in (claim.run_a, claim.run_b):
+      assert os.path.exists(methods.config_path('synthetic_fgvc', run)), run
+
+
+def test_user_errors_exit_2(tmp_path, capsys):
+  assert methods.main(['--workdir', str(tmp_path), '--methods', 'nope']) == 2
+  assert 'valid: bcnn_spp' in capsys.readouterr().err
+  # market1501 has no bcnn_spp config: named, not a traceback.
+  assert methods.main(['--workdir', str(tmp_path), '--data', 'market1501', '--methods',
+                       'bcnn_spp']) == 2
+  assert 'market1501_bcnn_spp.py' in capsys.readouterr().err
+  assert fgvc_oracles.main(['--workdir', str(tmp_path), '--oracles', 'zoom']) == 2
+
+
+@pytest.mark.slow
+def test_benchmark_runs_a_claim_end_to_end(tmp_path, capsys, data_dir):
+  assert methods.main(['--workdir', str(tmp_path), '--methods', 'bcnn_spp', '--seeds', '0',
+                       '--epochs_scale', '0.1', '--dataset_config', 'fgvc_tiny',
+                       '--data_dir', data_dir]) == 0
+  out = capsys.readouterr().out
+  rows = [json.loads(line) for line in out.splitlines() if line.startswith('{')]
+  assert [r['run'] for r in rows] == ['bcnn_spp', 'bcnn']
+  assert all(0.0 <= r['top1'] <= 1.0 and r['steps'] > 0 for r in rows)
+  with open(tmp_path / 'synthetic_fgvc' / 'table.md') as f:
+    table = f.read()
+  verdict = methods.verdict([rows[0]['top1']], [rows[1]['top1']])
+  assert f'| {verdict} | 1 |' in table and 'B-CNN+SPP > B-CNN [D,M]' in table
+
+
+@pytest.mark.slow
+def test_real_data_runlocal_prints_the_published_numbers(tmp_path, capsys):
+  manual = tmp_path / 'manual'
+  test_cub2011.write_cub(str(manual))
+  assert methods.main(['--workdir', str(tmp_path / 'runs'), '--data', 'cub2011', '--runlocal',
+                       '--methods', 'focus_discriminate', '--seeds', '0',
+                       '--manual_dir', str(manual), '--data_dir', str(tmp_path / 'tfds')]) == 0
+  out = capsys.readouterr().out
+  assert 'configs/cub_focus_discriminate.py:image_level,runlocal' in out
+  assert '(published 87.6 / 86.7)' in out
+
+
+def test_pair_metrics_against_hand_counts():
+  kinds = ['base', 'layout', 'layout', 'detail', 'detail']
+  partner = np.array([-1, 2, 1, 4, 3])
+  labels = np.array([0, 1, 2, 3, 4, 3])
+  logits = np.zeros((6, 5))
+  logits[0, 0] = 1  # right
+  logits[1, 2] = 1  # layout image of class 1 scored as its partner: pair wrong
+  logits[2, 2] = 1  # right
+  logits[3, [3, 0]] = [1, 2]  # wrong class, but beats its partner: pair right
+  logits[4, 4] = 1  # right
+  logits[5, 4] = 1  # pair wrong
+  m = fgvc_oracles.pair_metrics(logits, labels, kinds, partner)
+  assert m['top1'] == 3 / 6 and m['top1_base'] == 1.0 and m['top1_layout'] == 0.5
+  assert m['layout_pair_accuracy'] == 0.5 and m['detail_pair_accuracy'] == 2 / 3
+  assert m['top1_detail'] == 1 / 3
+
+
+@pytest.mark.slow
+def test_oracle_runs_on_tiny_data(tmp_path, capsys, data_dir):
+  assert fgvc_oracles.main(['--workdir', str(tmp_path), '--oracles', 'eye', '--epochs', '0.5',
+                            '--dataset_config', 'fgvc_tiny', '--data_dir', data_dir]) == 0
+  out = capsys.readouterr().out
+  row = json.loads(next(line for line in out.splitlines() if line.startswith('{')))
+  assert row['oracle'] == 'eye' and 0.0 <= row['detail_pair_accuracy'] <= 1.0
+  assert '| eye | synthetic_parts/fgvc_tiny | 1 |' in out

@@ -2,11 +2,12 @@
 runs on it: does each property of real fine-grained data that the data claims actually show?
 
 python -m benchmarks.fgvc_oracles --workdir=DIR [--oracles full,object,eye,noclutter,nolayout]
-    [--epochs 40] [--seeds 0] [--data_dir D]
+    [--weights W] [--epochs 40] [--seeds 0] [--data_dir D]
 
-Every oracle trains the same model, B-CNN [D,D] with one small-CNN stream at 128x128, with the
-same recipe and budget (`fgjax.default_config.synthetic_fgvc_recipe`, 40 epochs), and differs
-only in the data it sees:
+Every oracle trains the same model, B-CNN [D,D] with the benchmark's D stream at 128x128
+(`--weights DIR`: pretrained by `python -m benchmarks.pretrain --out=DIR`, as the methods start),
+with the same recipe and budget (`fgjax.default_config.synthetic_fgvc_recipe`, 40 epochs), and
+differs only in the data it sees:
 
 - full: the whole image (the baseline every oracle is compared with);
 - object: the ground-truth object box (+10% margin) cropped and zoomed to the input size
@@ -36,7 +37,8 @@ import ml_collections
 import numpy as np
 
 from fgjax import run as run_lib, sharding, trainer
-from fgjax.default_config import get_base_config, synthetic_fgvc_recipe
+from fgjax.default_config import (fgvc_streams, fgvc_weights, get_base_config,
+                                  synthetic_fgvc_recipe)
 from fgjax.evaluation import protocols
 from fgjax.methods.bcnn import BCNN_METHOD
 
@@ -50,11 +52,13 @@ ORACLES = {
 
 
 def oracle_config(name: str, epochs: float, seed: int, data_dir: str | None,
-                  dataset_config: str | None = None) -> ml_collections.ConfigDict:
-  """B-CNN [D,D] small_cnn at 128x128 on `synthetic_parts/<config>` of oracle `name`."""
+                  dataset_config: str | None = None,
+                  weights: str = '') -> ml_collections.ConfigDict:
+  """B-CNN [D,D] (the benchmark's D stream) at 128x128 on the data of oracle `name`."""
   c = synthetic_fgvc_recipe(get_base_config())
   c.method = 'bcnn'
-  c.model = BCNN_METHOD.default_model_config()
+  c.model = fgvc_streams(BCNN_METHOD.default_model_config(), 'dd')
+  fgvc_weights(c, weights)
   spec = dict(ORACLES[name])
   c.dataset.config = dataset_config or spec.pop('config')
   spec.pop('config', None)
@@ -85,8 +89,8 @@ def pair_metrics(logits: np.ndarray, labels: np.ndarray, kinds: list[str],
 
 
 def run_oracle(name: str, epochs: float, seed: int, workdir: str, data_dir: str | None,
-               dataset_config: str | None = None) -> dict:
-  config = oracle_config(name, epochs, seed, data_dir, dataset_config)
+               dataset_config: str | None = None, weights: str = '') -> dict:
+  config = oracle_config(name, epochs, seed, data_dir, dataset_config, weights)
   mesh = sharding.make_mesh()
   start = time.time()
   trainer.train_and_evaluate(config, workdir, mesh=mesh, log=lambda m: print(m, file=sys.stderr))
@@ -99,6 +103,7 @@ def run_oracle(name: str, epochs: float, seed: int, workdir: str, data_dir: str 
                          np.asarray(meta['partner']))
   n_train = exp.meta.split_sizes[config.dataset.train_split]
   return {'oracle': name, 'dataset': f'synthetic_parts/{config.dataset.config}', 'seed': seed,
+          'backbone': 'pretrained D' if weights else 'D from scratch',
           'epochs': epochs, 'wall_s': round(train_s, 1),
           'train_img_s': round(n_train * epochs / train_s, 1), **metrics}
 
@@ -131,6 +136,8 @@ def main(argv=None) -> int:
   parser.add_argument('--epochs', type=float, default=40.0)
   parser.add_argument('--seeds', default='0')
   parser.add_argument('--data_dir', default=None)
+  parser.add_argument('--weights', default='',
+                      help='DIR of python -m benchmarks.pretrain --out=DIR (default: from scratch)')
   parser.add_argument('--dataset_config', default=None,
                       help='one builder config for every oracle (fgvc_tiny: a smoke run)')
   args = parser.parse_args(argv)
@@ -143,7 +150,7 @@ def main(argv=None) -> int:
   for seed in [int(s) for s in args.seeds.split(',')]:
     for name in names:
       row = run_oracle(name, args.epochs, seed, os.path.join(args.workdir, f'{name}_s{seed}'),
-                       args.data_dir, args.dataset_config)
+                       args.data_dir, args.dataset_config, args.weights)
       rows.append(row)
       print(json.dumps(row), flush=True)
   print(table(rows))

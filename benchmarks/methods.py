@@ -1,11 +1,12 @@
 """Every method against its paper's claim, on one budget per method, in one command.
 
 python -m benchmarks.methods --workdir=DIR [--seeds 0,1,2] [--methods bcnn_spp,a3m,...]
-    [--data synthetic_fgvc] [--runlocal] [--epochs_scale 1.0] [--data_dir D] [--manual_dir M]
+    [--data synthetic_fgvc] [--weights W] [--runlocal] [--epochs_scale 1.0] [--data_dir D]
 
 On the embedded benchmark (`--data synthetic_fgvc`, the default) each claim compares two runs of
 configs/synthetic_fgvc_*.py, the method and its paper's baseline or ablation, trained from scratch
-with the config's own budget on every seed:
+with the config's own budget on every seed (`--weights DIR`: from the backbones of
+`python -m benchmarks.pretrain --out=DIR`, as the real recipes start from ImageNet):
 
 | method | claim (the paper's) | run A | run B |
 |---|---|---|---|
@@ -124,7 +125,7 @@ def config_path(data: str, run: str) -> str:
 
 def load_config(data: str, run: str, seed: int, runlocal: bool, epochs_scale: float,
                 data_dir: str | None, dataset_config: str | None = None,
-                manual_dir: str | None = None):
+                manual_dir: str | None = None, weights: str | None = None):
   path = config_path(data, run)
   spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
   module = importlib.util.module_from_spec(spec)
@@ -132,6 +133,8 @@ def load_config(data: str, run: str, seed: int, runlocal: bool, epochs_scale: fl
   arg = RUNS[run][1]
   if runlocal and ':runlocal' in open(path).read():
     arg = ','.join(a for a in (arg, 'runlocal') if a)
+  if weights:  # the embedded benchmark's pretrained backbones (benchmarks.pretrain)
+    arg = ','.join(a for a in (arg, f'weights={os.path.abspath(weights)}') if a)
   c = module.get_config(arg) if arg else module.get_config()
   c.seed = seed
   if data_dir:
@@ -152,9 +155,9 @@ def load_config(data: str, run: str, seed: int, runlocal: bool, epochs_scale: fl
 
 
 def train_run(data, run, seed, workdir, runlocal, epochs_scale, data_dir, log,
-              dataset_config=None, manual_dir=None) -> dict:
+              dataset_config=None, manual_dir=None, weights=None) -> dict:
   config, name = load_config(data, run, seed, runlocal, epochs_scale, data_dir, dataset_config,
-                             manual_dir)
+                             manual_dir, weights)
   done = os.path.join(workdir, 'metrics.json')
   start = time.time()
   if not os.path.exists(done):
@@ -222,6 +225,8 @@ def main(argv=None) -> int:
   parser.add_argument('--dataset_config', default=None,
                       help='another builder config of the dataset (fgvc_tiny: a smoke run)')
   parser.add_argument('--manual_dir', default=None, help='real datasets: the official archives')
+  parser.add_argument('--weights', default=None,
+                      help='synthetic_fgvc: DIR of python -m benchmarks.pretrain --out=DIR')
   args = parser.parse_args(argv)
   wanted = [m for m in args.methods.split(',') if m]
   valid = [c.method for c in CLAIMS] + ['bcnn']
@@ -232,6 +237,10 @@ def main(argv=None) -> int:
   claims = [c for c in CLAIMS if c.method in wanted]
   runs = list(dict.fromkeys([r for c in claims for r in (c.run_a, c.run_b)]
                             + (['bcnn'] if 'bcnn' in wanted else [])))
+  if args.weights and args.data != 'synthetic_fgvc':
+    print('ERROR: --weights is for --data synthetic_fgvc (real configs take ImageNet weights '
+          'through their *_pretrained fields)', file=sys.stderr)
+    return 2
   missing = [config_path(args.data, r) for r in runs if not os.path.exists(config_path(args.data,
                                                                                         r))]
   if missing:
@@ -250,7 +259,7 @@ def main(argv=None) -> int:
     for run in runs:
       workdir = os.path.join(args.workdir, args.data, f'{run}_s{seed}')
       row = train_run(args.data, run, seed, workdir, args.runlocal, args.epochs_scale,
-                      args.data_dir, log, args.dataset_config, args.manual_dir)
+                      args.data_dir, log, args.dataset_config, args.manual_dir, args.weights)
       rows.append(row)
       print(json.dumps(row), flush=True)
   text = table(rows, claims, args.data)

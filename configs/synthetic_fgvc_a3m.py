@@ -6,16 +6,20 @@ python -m fgjax.train --config=configs/synthetic_fgvc_a3m.py:ablation=baseline1 
 
 The paper's claim checked here: A3M > Baseline-1 (the category branch alone,
 `:ablation=baseline1`). Backbone: the D stream of configs/synthetic_fgvc_bcnn.py (8x8 grid).
+
+`:weights=DIR` starts the backbones from `python -m benchmarks.pretrain --out=DIR` (the
+pretrained layers at 0.1x the learning rate); without it they start from scratch.
 """
 
 import ml_collections
 
-from fgjax.default_config import fgvc_backbone, get_base_config, parse_arg, synthetic_fgvc_recipe
+from fgjax.default_config import (fgvc_backbone, fgvc_weights, get_base_config, parse_arg,
+                                  synthetic_fgvc_recipe)
 from fgjax.methods.a3m import variant_model_config
 
 
 def get_config(arg=None):
-  arg = parse_arg(arg, runlocal=None, variant='paper', ablation='none')
+  arg = parse_arg(arg, runlocal=None, weights='', variant='paper', ablation='none')
   c = synthetic_fgvc_recipe(get_base_config())
   c.method = 'a3m'
   c.model = fgvc_backbone(variant_model_config(arg.variant))
@@ -25,4 +29,4 @@ def get_config(arg=None):
   c.model.attribute_classes = (5, 5, 5, 5, 2)
   # The recipe's 20x classifier rate is for B-CNN's unit-norm feature.
   c.optim.lr_multipliers = ml_collections.ConfigDict()
-  return c
+  return fgvc_weights(c, arg.weights)

@@ -8,11 +8,15 @@ The paper's claim checked here: 3 scales > 1 scale (`:single`, scale 1 alone, tr
 same epochs as scale 1 of the 3-scale run). Optimiser as configs/synthetic_activation_attention.py
 (Adam 1e-3: from scratch, SGD often stays at chance; docs/methods/activation_attention.md).
 Epochs: 20 for scale 1, 10 for each later scale.
+
+`:weights=DIR` starts the backbones from `python -m benchmarks.pretrain --out=DIR` (the
+pretrained layers at 0.1x the learning rate); without it they start from scratch.
 """
 
 import ml_collections
 
-from fgjax.default_config import fgvc_backbone, get_base_config, parse_arg, synthetic_fgvc_recipe
+from fgjax.default_config import (fgvc_backbone, fgvc_weights, get_base_config, parse_arg,
+                                  synthetic_fgvc_recipe)
 from fgjax.methods.activation_attention import METHOD, scale_stages
 
 EPOCHS_SCALE1 = 20.0
@@ -20,7 +24,7 @@ EPOCHS_LATER = 10.0
 
 
 def get_config(arg=None):
-  arg = parse_arg(arg, runlocal=None, single=False)
+  arg = parse_arg(arg, runlocal=None, weights='', single=False)
   c = synthetic_fgvc_recipe(get_base_config())
   c.method = 'activation_attention'
   c.model = fgvc_backbone(METHOD.default_model_config())
@@ -35,4 +39,4 @@ def get_config(arg=None):
   else:
     c.stages = scale_stages(3, EPOCHS_SCALE1)[:1] + scale_stages(3, EPOCHS_LATER)[1:]
   c.train.num_epochs = sum(s.num_epochs for s in c.stages)
-  return c
+  return fgvc_weights(c, arg.weights)

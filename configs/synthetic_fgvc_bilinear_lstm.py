@@ -7,13 +7,18 @@ The paper's claim checked here: bilinear_lstm > B-CNN [D,M] (configs/synthetic_f
 Settings are those of configs/synthetic_bilinear_lstm.py, measured on synthetic_parts/default
 (docs/methods/bilinear_lstm.md): hidden 64, rank-64 gate input, Adam 1e-3, attention penalty 0,
 last-cell readout, dropout 0.2.
+
+`:weights=DIR` starts the backbones from `python -m benchmarks.pretrain --out=DIR` (the
+pretrained layers at 0.1x the learning rate); without it they start from scratch.
 """
 
-from fgjax.default_config import fgvc_streams, get_base_config, synthetic_fgvc_recipe
+from fgjax.default_config import (fgvc_streams, fgvc_weights, get_base_config, parse_arg,
+                                  synthetic_fgvc_recipe)
 from fgjax.methods.bilinear_lstm import METHOD
 
 
-def get_config():
+def get_config(arg=None):
+  arg = parse_arg(arg, runlocal=None, weights='')
   c = synthetic_fgvc_recipe(get_base_config())
   c.method = 'bilinear_lstm'
   c.model = fgvc_streams(METHOD.default_model_config())
@@ -24,4 +29,4 @@ def get_config():
   c.optim.optimizer = 'adam'
   c.optim.learning_rate = 0.001
   c.optim.weight_decay = 0.0
-  return c
+  return fgvc_weights(c, arg.weights)

@@ -7,6 +7,8 @@ The returned ConfigDict is locked: a misspelt field in a config file or on the c
 (``--config.optim.learnig_rate=...``) is an error naming the fields that do exist.
 """
 
+import os
+
 import ml_collections
 from ml_collections import config_dict
 
@@ -196,6 +198,24 @@ def fgvc_backbone(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict
   model.backbone, model.layer = FGVC_STREAM_D['backbone'], FGVC_STREAM_D['layer']
   model.backbone_kwargs = ml_collections.ConfigDict(FGVC_STREAM_D['kwargs'])
   return model
+
+
+def fgvc_weights(c: ml_collections.ConfigDict, weights: str) -> ml_collections.ConfigDict:
+  """Starts the benchmark's backbones from `benchmarks.pretrain`'s weight directories
+  (WEIGHTS/d, WEIGHTS/m), as the real recipes start from ImageNet: the `*_pretrained` fields of
+  the D (and M) streams, and the pretrained layers at 0.1x the learning rate. '' = from scratch."""
+  if not weights:
+    return c
+  m = c.model
+  if 'backbone_a' in m:
+    m.backbone_a_pretrained = os.path.join(weights, 'd')
+    if m.backbone_b:
+      m.backbone_b_pretrained = os.path.join(weights, 'm')
+  else:
+    m.backbone_pretrained = os.path.join(weights, 'd')
+  c.optim.lr_multipliers = ml_collections.ConfigDict(
+      {'backbone': 0.1, **c.optim.lr_multipliers.to_dict()})
+  return c
 
 
 def parse_arg(arg: str | None, runlocal: bool | None = False,

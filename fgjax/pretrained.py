@@ -27,7 +27,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import scipy.io
 
-from fgjax.models.backbones import preprocessing as prep_lib, resnet, vgg
+from fgjax import checkpoint
+from fgjax.models import backbones
+from fgjax.models.backbones import preprocessing as prep_lib, resnet, small, vgg
 
 ARCHS = ('resnet50', 'vgg16', 'vgg19', 'vggm')
 
@@ -117,6 +119,43 @@ def convert(arch: str, src: str, out: str) -> str:
   return out
 
 
+def export(workdir: str, out: str, prefix: str = 'backbone') -> str:
+  """The backbone of a fgjax run (the param subtree `prefix` of its latest checkpoint, e.g. a
+  `classifier` run pretrained on `synthetic_parts/pretrain`) as a weight directory in the format
+  `convert` writes, so that any method loads it through its `*_pretrained` fields."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path} does not exist: --workdir must be a run written by '
+                            'python -m fgjax.train')
+  with open(path) as f:
+    model = json.load(f)['model']
+  if prefix not in model or not isinstance(model[prefix], str):
+    raise ValueError(f'{path}: config.model has no backbone field {prefix!r} (a backbone name); '
+                     'name one with --prefix (e.g. backbone_a)')
+  arch, kwargs = model[prefix], dict(model.get(f'{prefix}_kwargs') or {})
+  variables = checkpoint.read_variables(workdir)
+  tree = {k: v[prefix] for k, v in variables.items() if prefix in v}
+  if 'params' not in tree:
+    raise ValueError(f'{workdir}: the checkpoint has no params under {prefix!r}')
+  if model.get(f'{prefix}_pretrained'):
+    preprocessing = prep_lib.Preprocessing.load(model[f'{prefix}_pretrained'])
+  else:
+    preprocessing = (getattr(backbones.get_backbone(arch, **kwargs), 'preprocessing', None)
+                     or small.OWN_PREPROCESSING)
+  out = os.path.abspath(out)
+  if os.path.exists(os.path.join(out, 'weights')):
+    raise FileExistsError(f'{out} already holds weights; choose another --out')
+  os.makedirs(out, exist_ok=True)
+  writer = ocp.StandardCheckpointer()
+  writer.save(os.path.join(out, 'weights'), tree)
+  writer.wait_until_finished()
+  preprocessing.save(out)
+  with open(os.path.join(out, 'source.json'), 'w') as f:
+    json.dump({'arch': arch, 'kwargs': kwargs, 'source': os.path.abspath(workdir),
+               'param_prefix': prefix}, f, indent=2)
+  return out
+
+
 def read_source_info(directory: str) -> dict:
   path = os.path.join(directory, 'source.json')
   if not os.path.exists(path):
@@ -135,8 +174,18 @@ def main(argv=None) -> int:
   conv.add_argument('--src', required=True, help='.pth/.pt/.safetensors/.npz (torchvision names) '
                     'or .mat (MatConvNet, vggm)')
   conv.add_argument('--out', required=True, help='output directory (must not hold weights yet)')
+  exp = sub.add_parser('export', help="a fgjax run's backbone as a weight directory")
+  exp.add_argument('--workdir', required=True, help='a run written by python -m fgjax.train')
+  exp.add_argument('--out', required=True, help='output directory (must not hold weights yet)')
+  exp.add_argument('--prefix', default='backbone',
+                   help="the run's backbone field / param subtree (backbone, backbone_a, ...)")
   args = parser.parse_args(argv)
-  out = convert(args.arch, args.src, args.out)
+  try:
+    out = (export(args.workdir, args.out, args.prefix) if args.command == 'export'
+           else convert(args.arch, args.src, args.out))
+  except (FileNotFoundError, FileExistsError, ValueError) as e:
+    print(f'ERROR: {e}', file=sys.stderr)
+    return 2
   print(f'wrote {out} (weights/, preprocessing.json, source.json); use it with '
         f'config.model.backbone_a_pretrained={out}')
   return 0

@@ -8,7 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from benchmarks import fgvc_oracles, methods
+from benchmarks import fgvc_oracles, methods, pretrain
+from fgjax import methods as fg_methods
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', 'builders'))
 import test_cub2011  # noqa: E402  pylint: disable=wrong-import-position
@@ -89,3 +90,29 @@ def test_oracle_runs_on_tiny_data(tmp_path, capsys, data_dir):
   row = json.loads(next(line for line in out.splitlines() if line.startswith('{')))
   assert row['oracle'] == 'eye' and 0.0 <= row['detail_pair_accuracy'] <= 1.0
   assert '| eye | synthetic_parts/fgvc_tiny | 1 |' in out
+
+
+@pytest.mark.slow
+def test_pretrain_recipe_writes_weights_the_benchmark_loads(tmp_path, capsys, data_dir):
+  out = tmp_path / 'weights'
+  assert pretrain.main(['--out', str(out), '--streams', 'd', '--epochs', '0.5',
+                        '--dataset_config', 'pretrain_tiny', '--data_dir', data_dir]) == 0
+  row = json.loads(capsys.readouterr().out.splitlines()[-1])
+  assert row['stream'] == 'd' and row['dataset'] == 'synthetic_parts/pretrain_tiny'
+  assert os.path.isdir(out / 'd' / 'weights')
+  # The benchmark's configs take it as :weights=DIR, through the same fields as ImageNet weights.
+  config, name = methods.load_config('synthetic_fgvc', 'bcnn', 0, False, 1.0, data_dir,
+                                     weights=str(out))
+  assert name.endswith(f'synthetic_fgvc_bcnn.py:weights={out}')
+  assert config.model.backbone_a_pretrained == str(out / 'd')
+  assert config.optim.lr_multipliers['backbone'] == 0.1
+  with config.unlocked():
+    config.model.backbone_b = ''  # the M stream was not pretrained here
+    config.model.backbone_b_pretrained = ''
+  fg_methods.get('bcnn').check_config(config)  # the D stream's constructor arguments match
+  # An oracle starts from the same weights.
+  assert fgvc_oracles.main(['--workdir', str(tmp_path / 'oracles'), '--oracles', 'full',
+                            '--epochs', '0.5', '--dataset_config', 'fgvc_tiny',
+                            '--weights', str(out), '--data_dir', data_dir]) == 0
+  assert '"backbone": "pretrained D"' in capsys.readouterr().out
+  assert pretrain.main(['--out', str(out), '--streams', 'x']) == 2

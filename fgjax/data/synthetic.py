@@ -33,6 +33,10 @@ pure function of the config (``seed`` included); decoded pixels are bit-identica
 (PNG bytes may depend on the zlib version, pixels do not). Examples are stored in tfds's
 deterministic key-hash order; shuffle in the input pipeline.
 
+``pretrain`` / ``pretrain_tiny`` (``PretrainConfig``, :mod:`fgjax.data.pretrain_render`): generic
+shape x texture classes, disjoint from the benchmark's markings, to pretrain on instead of ImageNet;
+fields ``image``, ``label``, ``identity`` (instance), ``camera`` (0), ``bbox``; splits train / test.
+
 Choices: ``SyntheticPartsConfig`` cannot be a ``frozen=True`` dataclass because tfds's
 ``BuilderConfig`` base dataclass is not frozen (Python forbids mixing), so it refuses attribute
 assignment after ``__post_init__`` instead. A custom config needs a name of its own: its data
@@ -50,6 +54,7 @@ from PIL import Image
 import tensorflow_datasets as tfds
 
 from fgjax.data import fgvc_render
+from fgjax.data import pretrain_render
 from fgjax.data import synthetic_render as render_lib
 
 _SPLITS = ('train', 'test', 'query', 'gallery', 'retrieval_train', 'retrieval_test')
@@ -193,6 +198,50 @@ class FgvcConfig(tfds.core.BuilderConfig):
                        self.identities_per_class, self.num_cameras)
 
 
+@dataclasses.dataclass(eq=False)
+class PretrainConfig(tfds.core.BuilderConfig):
+  """``synthetic_parts/pretrain``: generic shape x texture classes (fgjax/data/pretrain_render.py);
+  class c = (shape c // num_textures, texture c % num_textures). Instances c * per_class + j, j <
+  train_per_class, are in ``train``, the rest in ``test``; one view (camera 0) each."""
+
+  image_size: int = 128
+  num_shapes: int = 8
+  num_textures: int = 6
+  train_per_class: int = 40
+  test_per_class: int = 10
+  distractors: int = 2
+  seed: int = 0
+
+  def __post_init__(self):
+    if self.train_per_class < 1 or self.test_per_class < 1:
+      raise ValueError('need >= 1 train and >= 1 test instance per class')
+    self.scene()  # validates the remaining fields
+    object.__setattr__(self, '_frozen', True)
+
+  __setattr__ = SyntheticPartsConfig.__setattr__
+
+  @property
+  def num_classes(self) -> int:
+    return self.num_shapes * self.num_textures
+
+  def scene(self) -> pretrain_render.PretrainScene:
+    return pretrain_render.PretrainScene(
+        image_size=self.image_size, num_shapes=self.num_shapes, num_textures=self.num_textures,
+        instances_per_class=self.train_per_class + self.test_per_class,
+        distractors=self.distractors, seed=self.seed)
+
+  def split_keys(self) -> dict[str, list[tuple[int, int]]]:
+    per_class = self.train_per_class + self.test_per_class
+    return {name: [(c * per_class + j, 0) for c in range(self.num_classes) for j in js]
+            for name, js in (('train', range(self.train_per_class)),
+                             ('test', range(self.train_per_class, per_class)))}
+
+
+def _config_fields(cfg) -> dict:
+  skip = ('release_notes', 'supported_versions', 'tags', 'version', 'description')
+  return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in skip}
+
+
 def _png(image: np.ndarray) -> bytes:
   buf = io.BytesIO()
   Image.fromarray(image).save(buf, format='png', compress_level=6)
@@ -222,6 +271,12 @@ class SyntheticParts(tfds.core.GeneratorBasedBuilder):
       FgvcConfig(name='fgvc_tiny', description='Fast tests: 64x64, 8 classes.', image_size=64,
                  num_base=2, layout_pairs=1, detail_pairs=2, train_identities_per_class=2,
                  test_identities_per_class=1, num_cameras=2),
+      PretrainConfig(name='pretrain', description='Generic pretraining set (ImageNet stand-in): '
+                     '128x128, 48 shape x texture classes disjoint from fgvc, 1920 train / 480 '
+                     'test images.'),
+      PretrainConfig(name='pretrain_tiny', description='Fast tests: 64x64, 6 classes.',
+                     image_size=64, num_shapes=3, num_textures=2, train_per_class=4,
+                     test_per_class=2),
   ]
   DEFAULT_BUILDER_CONFIG_NAME = 'default'
 
@@ -240,6 +295,8 @@ class SyntheticParts(tfds.core.GeneratorBasedBuilder):
   def _info(self) -> tfds.core.DatasetInfo:
     cfg = self.builder_config
     scene = cfg.scene()
+    if isinstance(cfg, PretrainConfig):
+      return self._pretrain_info(cfg, scene)
     fgvc = isinstance(cfg, FgvcConfig)
     lib = fgvc_render if fgvc else render_lib
     groups, variants = lib.GROUPS, lib.VARIANTS[:cfg.num_variants]
@@ -260,9 +317,7 @@ class SyntheticParts(tfds.core.GeneratorBasedBuilder):
         part_groups=list(groups), variants=list(variants),
         class_attributes=scene.attributes.tolist(), num_cameras=cfg.num_cameras,
         retrieval_train_classes=list(range((cfg.num_classes + 1) // 2)),
-        config={f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
-                if f.name not in ('release_notes', 'supported_versions', 'tags', 'version',
-                                  'description')})
+        config=_config_fields(cfg))
     description = (
         'Procedurally generated fine-grained dataset: objects share one silhouette and colour '
         'distribution; classes differ only in the shape of small equal-area markings on the '
@@ -282,20 +337,44 @@ class SyntheticParts(tfds.core.GeneratorBasedBuilder):
         builder=self, description=description, features=tfds.features.FeaturesDict(features),
         supervised_keys=('image', 'label'), metadata=tfds.core.MetadataDict(**metadata))
 
+  def _pretrain_info(self, cfg, scene) -> tfds.core.DatasetInfo:
+    s = cfg.image_size
+    features = {
+        'image': tfds.features.Image(shape=(s, s, 3), encoding_format='png'),
+        'label': tfds.features.ClassLabel(names=scene.class_names),
+        'identity': tfds.features.Scalar(dtype=np.int64),
+        'camera': tfds.features.Scalar(dtype=np.int64),
+        'bbox': tfds.features.Tensor(shape=(4,), dtype=np.float32),
+    }
+    metadata = dict(shapes=list(pretrain_render.SHAPES[:cfg.num_shapes]),
+                    textures=list(pretrain_render.TEXTURES[:cfg.num_textures]),
+                    config=_config_fields(cfg))
+    description = (
+        'Procedurally generated generic pretraining set (a stand-in for ImageNet): class = '
+        '(shape, fill texture), label names "<shape>-<texture>"; shapes are disjoint from the '
+        'fgvc benchmark markings. One main shape (35-80% of the side, any rotation) over '
+        'smaller distractor shapes of other classes and a textured background; `bbox` = '
+        '(ymin, xmin, ymax, xmax) of the main shape in [0, 1]; `identity` = instance, `camera` '
+        '= 0. Splits: train/test.')
+    return tfds.core.DatasetInfo(
+        builder=self, description=description, features=tfds.features.FeaturesDict(features),
+        supervised_keys=('image', 'label'), metadata=tfds.core.MetadataDict(**metadata))
+
   def _split_generators(self, dl_manager):
     del dl_manager  # nothing to download
-    keys = self.builder_config.split_keys()
-    return {name: self._generate_examples(keys[name]) for name in _SPLITS}
+    keys = self.builder_config.split_keys()  # only the splits the config has
+    return {name: self._generate_examples(split) for name, split in keys.items()}
 
   def _example(self, scene, identity, camera):
     key = (identity, camera)
     if key not in self._render_cache:  # each view is rendered and encoded once per build
       r = scene.render(identity, camera)
       example = {
-          'image': _png(r['image']), 'label': r['label'], 'attributes': r['attributes'],
-          'identity': np.int64(identity), 'camera': np.int64(camera), 'bbox': r['bbox']}
-      if 'part_boxes' in r:
-        example['part_boxes'] = r['part_boxes']
+          'image': _png(r['image']), 'label': r['label'], 'identity': np.int64(identity),
+          'camera': np.int64(camera), 'bbox': r['bbox']}
+      for optional in ('attributes', 'part_boxes'):  # pretrain configs have neither
+        if optional in r:
+          example[optional] = r[optional]
       self._render_cache[key] = example
     return self._render_cache[key]
 

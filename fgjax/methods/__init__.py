@@ -7,7 +7,8 @@ its `Method` and one line to `METHODS` below, never branching on a method name i
 
 from __future__ import annotations
 
-from fgjax.methods import a3m, activation_attention, bcnn, bilinear_lstm, focus_discriminate
+from fgjax.methods import (a3m, activation_attention, bcnn, bilinear_lstm, classifier,
+                           focus_discriminate)
 from fgjax.methods.common import Method, compute_dtype, resolve_keys
 
 METHODS: dict[str, Method] = {
@@ -17,6 +18,7 @@ METHODS: dict[str, Method] = {
     'a3m': a3m.METHOD,
     'activation_attention': activation_attention.METHOD,
     'focus_discriminate': focus_discriminate.METHOD,
+    'classifier': classifier.METHOD,
 }
 
 

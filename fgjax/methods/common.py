@@ -44,6 +44,7 @@ naming `config.model.<field>`, `fgjax.models.fields`); nothing copies them.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -205,6 +206,14 @@ def check_pretrained(config, backbone_field: str, weights_field: str) -> None:
   if info['arch'] != config.model[backbone_field]:
     raise ValueError(f'config.model.{weights_field}={directory} holds {info["arch"]} weights but '
                      f'config.model.{backbone_field} is {config.model[backbone_field]!r}')
+  if 'kwargs' in info:  # a backbone exported from a fgjax run: its constructor arguments too
+    kw = config.model.get(f'{backbone_field}_kwargs', {})
+    ours = json.loads(json.dumps(kw.to_dict() if isinstance(kw, ml_collections.ConfigDict)
+                                 else dict(kw)))
+    if ours != info['kwargs']:
+      raise ValueError(f'config.model.{weights_field}={directory} holds a {info["arch"]} built '
+                       f'with {info["kwargs"]}, but config.model.{backbone_field}_kwargs is '
+                       f'{ours}: set the same')
 
 
 def check_backbone(config, min_grid: int = 1, suffix: str = '') -> None:

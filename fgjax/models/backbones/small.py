@@ -21,6 +21,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fgjax.models.backbones.preprocessing import Preprocessing
+
 
 class SmallCNN(nn.Module):
   """Stages of conv3x3 -> BatchNorm -> ReLU; stage k (1-based) is returned as `features[f'conv{k}']`.
@@ -37,11 +39,14 @@ class SmallCNN(nn.Module):
     use_bn: BatchNorm after every conv (`use_running_average=not train`, momentum 0.9, eps 1e-5,
       statistics in the `batch_stats` collection); without it, convs get a bias.
     downsample: per-stage downsampling factor, as above; same length as `widths`.
+    preprocessing: the input normalisation of weights loaded from a weight directory (a run
+      pretrained by fgjax writes `OWN_PREPROCESSING`, the same values); None: `mean` / `std`.
   """
   widths: Sequence[int] = (32, 64, 64, 64)
   dtype: Any = jnp.float32
   use_bn: bool = True
   downsample: Sequence[int] = (2, 2, 2, 1)
+  preprocessing: Preprocessing | None = None  # None: its own (x - 127.5) / 64
 
   mean = 127.5
   std = 64.0
@@ -81,7 +86,10 @@ class SmallCNN(nn.Module):
     self._check()
     if images.ndim != 4:
       raise ValueError(f'expected NHWC images, got shape {images.shape}')
-    x = ((images.astype(jnp.float32) - self.mean) / self.std).astype(self.dtype)
+    if self.preprocessing is not None:  # weights trained elsewhere bring their normalisation
+      x = self.preprocessing.normalize(images, self.dtype)
+    else:
+      x = ((images.astype(jnp.float32) - self.mean) / self.std).astype(self.dtype)
     feats = {}
     for k, width in enumerate(self.widths):
       d = self.downsample[k]
@@ -95,3 +103,7 @@ class SmallCNN(nn.Module):
       x = nn.relu(x)
       feats[f'conv{k + 1}'] = x
     return {'features': feats}
+
+
+OWN_PREPROCESSING = Preprocessing(mean=(SmallCNN.mean,) * 3, std=(SmallCNN.std,) * 3,
+                                  channels='RGB', source='small_cnn (fgjax)')

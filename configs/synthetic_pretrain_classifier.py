@@ -1,0 +1,36 @@
+"""Pretrains one of the embedded benchmark's backbones on synthetic_parts/pretrain, the stand-in
+for ImageNet (generic shape x texture classes, none of them the benchmark's markings): a plain
+classifier (backbone, global average pooling, linear) at 128x128.
+
+python -m fgjax.train --config=configs/synthetic_pretrain_classifier.py:stream=d --workdir=/tmp/pre_d
+python -m fgjax.pretrained export --workdir=/tmp/pre_d --out=/tmp/weights/d
+
+`:stream=d` (the default) or `:stream=m`: the D or M stream of configs/synthetic_fgvc_*.py
+(fgjax.default_config.FGVC_STREAM_D / FGVC_STREAM_M). `python -m benchmarks.pretrain --out=DIR`
+runs both and exports them to DIR/d and DIR/m, which the benchmark configs take as `:weights=DIR`.
+"""
+
+import ml_collections
+
+from fgjax.default_config import (FGVC_STREAM_D, FGVC_STREAM_M, get_base_config, parse_arg,
+                                  synthetic_fgvc_recipe)
+from fgjax.methods.classifier import METHOD
+
+STREAMS = {'d': FGVC_STREAM_D, 'm': FGVC_STREAM_M}
+
+
+def get_config(arg=None):
+  arg = parse_arg(arg, runlocal=None, stream='d')
+  if arg.stream not in STREAMS:
+    raise ValueError(f"config argument stream must be one of {', '.join(STREAMS)}, got "
+                     f'{arg.stream!r}')
+  stream = STREAMS[arg.stream]
+  c = synthetic_fgvc_recipe(get_base_config())
+  c.dataset.config = 'pretrain'
+  c.method = 'classifier'
+  c.model = METHOD.default_model_config()
+  c.model.backbone, c.model.layer = stream['backbone'], stream['layer']
+  c.model.backbone_kwargs = ml_collections.ConfigDict(stream['kwargs'])
+  c.optim.lr_multipliers = ml_collections.ConfigDict()  # a plain linear head on pooled features
+  c.train.num_epochs = 20.0
+  return c

@@ -25,7 +25,9 @@ class ImageClassifier(backbones_lib.BackboneFields, kw_only=True):
     dtype: compute dtype of the backbone; pooling and the classifier run in float32.
 
   Returns from `__call__(images, train=False)`: `{'logits': (N, num_classes) float32, 'features':
-  (N, C) float32 pooled feature}`.
+  (N, C) float32 pooled feature, 'cam': (N, h, w) float32 class activation map of the predicted
+  class}` (Zhou et al. 2016, "Learning Deep Features for Discriminative Localization": the
+  classifier's kernel applied at every location; its mean over the grid + bias = the logit).
   """
   num_classes: int
   dropout_rate: float = 0.0
@@ -42,5 +44,10 @@ class ImageClassifier(backbones_lib.BackboneFields, kw_only=True):
     fmap = backbones_lib.of(self)(images, train=train)['features'][self.layer]
     features = jnp.mean(fmap.astype(jnp.float32), axis=(1, 2))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(features)
-    logits = nn.Dense(self.num_classes, dtype=jnp.float32, name='classifier')(x)
-    return {'logits': logits, 'features': features}
+    classifier = nn.Dense(self.num_classes, dtype=jnp.float32, name='classifier')
+    logits = classifier(x)
+    kernel = classifier.variables['params']['kernel']
+    cams = jnp.einsum('nhwc,ck->nhwk', fmap.astype(jnp.float32), kernel)
+    pred = jnp.argmax(logits, axis=-1)
+    cam = jnp.take_along_axis(cams, pred[:, None, None, None], axis=-1)[..., 0]
+    return {'logits': logits, 'features': features, 'cam': cam}

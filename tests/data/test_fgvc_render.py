@@ -2,9 +2,13 @@
 (class structure, boxes, equal-area detail variants, clutter, scale range, determinism, balance)."""
 
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from fgjax.data import augment, fgvc_render
 from fgjax.data import synthetic_render as base
@@ -153,3 +157,14 @@ def test_crop_to_a_part_box_with_margin():
   with pytest.raises(ValueError, match='name a row'):
     cfg.crop_box = 'part_boxes'
     augment.crop_box({'part_boxes': boxes}, cfg)
+
+
+def test_docs_picture_command(tmp_path):
+  """`python docs/synthetic_grid.py --config=fgvc` (docs/benchmark.md), on the tiny config."""
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  out = tmp_path / 'grid.png'
+  subprocess.run([sys.executable, os.path.join(root, 'docs', 'synthetic_grid.py'),
+                  '--config=fgvc_tiny', f'--out={out}'], check=True, capture_output=True,
+                 cwd=root)
+  grid = np.asarray(Image.open(out))
+  assert grid.shape == (5 * 64, 4 * 64, 3)  # 5 classes; fgvc_tiny has 4 train views per class

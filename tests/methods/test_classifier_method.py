@@ -80,3 +80,15 @@ def test_export_errors_are_user_errors(tmp_path, capsys):
   (tmp_path / 'config.json').write_text(json.dumps({'model': {'backbone_a': 'small_cnn'}}))
   assert pretrained.main(['export', '--workdir', str(tmp_path), '--out', str(tmp_path / 'w')]) == 2
   assert "no backbone field 'backbone'" in capsys.readouterr().err
+
+
+def test_cam_averages_to_the_logit():
+  """The class activation map of the predicted class: its mean over the grid + bias = the logit."""
+  model = ImageClassifier(num_classes=5, backbone_kwargs={'widths': (8, 8, 8, 8)})
+  images = jax.random.randint(jax.random.key(2), (3, 32, 32, 3), 0, 256).astype(jnp.uint8)
+  variables = model.init(jax.random.key(3), images)
+  out = model.apply(variables, images)
+  pred = np.argmax(np.asarray(out['logits']), -1)
+  bias = np.asarray(variables['params']['classifier']['bias'])
+  np.testing.assert_allclose(np.asarray(out['cam']).mean(axis=(1, 2)) + bias[pred],
+                             np.asarray(out['logits'])[np.arange(3), pred], rtol=1e-4, atol=1e-5)

@@ -106,6 +106,12 @@ def _sha256(path: str) -> str:
 def convert(arch: str, src: str, out: str) -> str:
   """Convert `src` and write the weight directory `out` (see module docstring)."""
   variables, preprocessing = load_source(arch, src)
+  return _write(out, variables, preprocessing,
+                {'arch': arch, 'source': os.path.abspath(src), 'sha256': _sha256(src)})
+
+
+def _write(out: str, variables: dict, preprocessing, source: dict) -> str:
+  """A weight directory: weights/ (Orbax), preprocessing.json, source.json; never overwritten."""
   out = os.path.abspath(out)
   if os.path.exists(os.path.join(out, 'weights')):
     raise FileExistsError(f'{out} already holds converted weights; choose another --out')
@@ -115,7 +121,7 @@ def convert(arch: str, src: str, out: str) -> str:
   writer.wait_until_finished()
   preprocessing.save(out)
   with open(os.path.join(out, 'source.json'), 'w') as f:
-    json.dump({'arch': arch, 'source': os.path.abspath(src), 'sha256': _sha256(src)}, f, indent=2)
+    json.dump(source, f, indent=2)
   return out
 
 
@@ -142,18 +148,9 @@ def export(workdir: str, out: str, prefix: str = 'backbone') -> str:
   else:
     preprocessing = (getattr(backbones.get_backbone(arch, **kwargs), 'preprocessing', None)
                      or small.OWN_PREPROCESSING)
-  out = os.path.abspath(out)
-  if os.path.exists(os.path.join(out, 'weights')):
-    raise FileExistsError(f'{out} already holds weights; choose another --out')
-  os.makedirs(out, exist_ok=True)
-  writer = ocp.StandardCheckpointer()
-  writer.save(os.path.join(out, 'weights'), tree)
-  writer.wait_until_finished()
-  preprocessing.save(out)
-  with open(os.path.join(out, 'source.json'), 'w') as f:
-    json.dump({'arch': arch, 'kwargs': kwargs, 'source': os.path.abspath(workdir),
-               'param_prefix': prefix}, f, indent=2)
-  return out
+  return _write(out, tree, preprocessing, {'arch': arch, 'kwargs': kwargs,
+                                           'source': os.path.abspath(workdir),
+                                           'param_prefix': prefix})
 
 
 def read_source_info(directory: str) -> dict:

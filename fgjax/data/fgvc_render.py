@@ -119,7 +119,24 @@ def marking_masks(u, v, attributes, radius):
   return masks
 
 
-def _box(mask, s):
+def textured_background(rng, x, y):
+  """A random-palette smooth colour field with two triangle-wave gratings (exact arithmetic) on
+  the pixel-centre grids `x`, `y` (S, S): the backgrounds of the fgvc and pretrain scenes."""
+  s = x.shape[0]
+  h, sat, val, f1, f2, a1, a2, o1, o2 = rng.random(9)
+  colour = _hsv(h, 0.1 + 0.4 * sat, 0.3 + 0.55 * val)
+  img = _upsample(colour + 0.25 * (rng.random((5, 5, 3)) - 0.5), s)
+  for freq, ang, off, amp in ((f1, a1, o1, 0.10), (f2, a2, o2, 0.06)):
+    period = s * (0.05 + 0.2 * freq)
+    ca, sa = math.cos(math.pi * ang), math.sin(math.pi * ang)
+    t = (ca * x + sa * y) / period + off
+    tri = np.abs(2.0 * (t - np.floor(t)) - 1.0) - 0.5  # triangle wave, exact arithmetic
+    img = img + amp * tri[..., None] * (rng.random(3) + 0.5)
+  return img
+
+
+def box(mask, s):
+  """(ymin, xmin, ymax, xmax) of a boolean (S, S) mask in [0, 1]; zeros when it is empty."""
   rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
   if not len(rows):
     return np.zeros((4,), np.float32)
@@ -195,17 +212,7 @@ class FgvcScene:
     return self.image_size * lo * math.exp(math.log(hi / lo) * float(rng.random()))
 
   def _background(self, rng):
-    s = self.image_size
-    h, sat, val, f1, f2, a1, a2, o1, o2 = rng.random(9)
-    colour = _hsv(h, 0.1 + 0.4 * sat, 0.3 + 0.55 * val)
-    img = _upsample(colour + 0.25 * (rng.random((5, 5, 3)) - 0.5), s)
-    for freq, ang, off, amp in ((f1, a1, o1, 0.10), (f2, a2, o2, 0.06)):
-      period = s * (0.05 + 0.2 * freq)
-      ca, sa = math.cos(math.pi * ang), math.sin(math.pi * ang)
-      t = (ca * self._x + sa * self._y) / period + off
-      tri = np.abs(2.0 * (t - np.floor(t)) - 1.0) - 0.5  # triangle wave, exact arithmetic
-      img = img + amp * tri[..., None] * (rng.random(3) + 0.5)
-    return img
+    return textured_background(rng, self._x, self._y)
 
   def _decoys(self, rng, img, label, object_place):
     """`clutter` body fragments of other classes with their fore / aft markings, plus loose
@@ -256,6 +263,6 @@ class FgvcScene:
     img = img + 0.06 * (rng.random((s, s, 3)) - 0.5)
     image = np.floor(np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     return dict(image=image, mask=mask, parts=np.stack(parts), decoys=decoys & ~mask,
-                bbox=_box(mask, s),
-                part_boxes=np.stack([_box(p, s) for p in parts]), label=label,
+                bbox=box(mask, s),
+                part_boxes=np.stack([box(p, s) for p in parts]), label=label,
                 attributes=attributes.copy())

@@ -43,6 +43,7 @@ import math
 
 import numpy as np
 
+from fgjax.data import fgvc_render
 from fgjax.data import synthetic_render as base
 
 SHAPES = ('hexagram', 'plus', 'crescent', 'arrow', 'frame', 'dumbbell', 'xcross', 'chevron')
@@ -53,7 +54,7 @@ _STREAM_RENDER = 20
 _S3 = math.sqrt(3.0) / 2.0
 _C30, _S30 = math.cos(math.pi / 6.0), math.sin(math.pi / 6.0)
 _CHEVRON = 0.78 / 1.4  # half-width / length of the chevron's outer triangle
-_hsv, _upsample = base._hsv, base._upsample  # pylint: disable=protected-access
+_hsv = base._hsv  # pylint: disable=protected-access
 
 
 def _bar(a, b, half_length, half_width):
@@ -111,13 +112,6 @@ def texture_mask(texture, x, y, period, phase):
   raise ValueError(name)
 
 
-def _box(mask, s):
-  rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
-  if not len(rows):
-    return np.zeros((4,), np.float32)
-  return np.array([rows[0], cols[0], rows[-1] + 1, cols[-1] + 1], np.float32) / np.float32(s)
-
-
 class PretrainScene:
   """All instances of one ``pretrain`` configuration (arguments: the fields of
   ``fgjax.data.synthetic.PretrainConfig``, documented there)."""
@@ -148,17 +142,7 @@ class PretrainScene:
     return int(label) // self.num_textures, int(label) % self.num_textures
 
   def _background(self, rng):
-    s = self.image_size
-    h, sat, val, f1, f2, a1, a2, o1, o2 = rng.random(9)
-    img = _upsample(_hsv(h, 0.1 + 0.4 * sat, 0.3 + 0.55 * val)
-                    + 0.25 * (rng.random((5, 5, 3)) - 0.5), s)
-    for freq, ang, off, amp in ((f1, a1, o1, 0.10), (f2, a2, o2, 0.06)):
-      period = s * (0.05 + 0.2 * freq)
-      ca, sa = math.cos(math.pi * ang), math.sin(math.pi * ang)
-      t = (ca * self._x + sa * self._y) / period + off
-      tri = np.abs(2.0 * (t - np.floor(t)) - 1.0) - 0.5  # triangle wave, exact arithmetic
-      img = img + amp * tri[..., None] * (rng.random(3) + 0.5)
-    return img
+    return fgvc_render.textured_background(rng, self._x, self._y)
 
   def _draw(self, rng, img, label, scale, inside):
     """Paints one shape of class ``label`` with a circumscribed diameter drawn from ``scale``
@@ -200,4 +184,4 @@ class PretrainScene:
     img = img * ((0.75 + 0.45 * gain) * (1.0 + 0.16 * (np.array([r_, g_, b_]) - 0.5)))
     img = img + 0.06 * (rng[3].random((s, s, 3)) - 0.5)
     image = np.floor(np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    return dict(image=image, label=label, mask=mask, bbox=_box(mask, s))
+    return dict(image=image, label=label, mask=mask, bbox=fgvc_render.box(mask, s))

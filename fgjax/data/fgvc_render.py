@@ -30,7 +30,7 @@ Classes (``class_table``)
 
 The scene (``FgvcScene.render``)
     - scale: the object's length is ``object_scale`` (low, high) of the image side, log-uniform
-      (default 0.15-0.6), at a random position that keeps it inside the image;
+      (default 0.25-0.6), at a random position that keeps it inside the image;
     - pose: rotation within +-``rotation_deg``, facing left or right (mirror), and a small
       per-identity deformation (body aspect, head and tail size, ``deformation``);
     - background: a texture of two triangle-wave gratings and a smooth colour field, a random
@@ -148,8 +148,8 @@ class FgvcScene:
   ``fgjax.data.synthetic.SyntheticPartsConfig``'s fgvc fields, documented there)."""
 
   def __init__(self, image_size=128, num_base=20, layout_pairs=8, detail_pairs=7,
-               num_variants=5, identities_per_class=14, object_scale=(0.15, 0.6),
-               rotation_deg=30.0, deformation=0.1, clutter=3, part_scale=1.0, seed=0):
+               num_variants=5, identities_per_class=14, object_scale=(0.25, 0.6),
+               rotation_deg=30.0, deformation=0.1, clutter=2, part_scale=1.0, seed=0):
     if image_size < 32:
       raise ValueError(f'image_size must be >= 32, got {image_size}')
     if not 2 <= num_variants <= len(VARIANTS):

@@ -114,10 +114,10 @@ def test_object_scale_spans_the_range():
     box = r['bbox']
     lengths.append(max(box[2] - box[0], box[3] - box[1]))
   lengths = np.array(lengths)
-  # Unrotated objects: the box's long side is the object's length (0.15-0.6 of the side),
-  # clipped at the image border only by rounding.
-  assert lengths.min() < 0.22 and lengths.max() > 0.5
-  assert lengths.min() >= 0.14 and lengths.max() <= 0.62
+  # Unrotated objects: the box's long side is the object's length (the default object_scale,
+  # 0.25-0.6 of the side), clipped at the image border only by rounding.
+  assert lengths.min() < 0.3 and lengths.max() > 0.5
+  assert lengths.min() >= 0.24 and lengths.max() <= 0.62
 
 
 def test_builder_config_balance_and_features(tmp_path):

@@ -76,7 +76,7 @@ def padded_integer_boxes(edge_anchors: np.ndarray, pad: int) -> np.ndarray:
   enough, so this is a floor). Subtract `pad` for unpadded pixel-edge boxes
   (`fgjax.ops.crop.crop_and_resize`'s convention).
   """
-  padded = edge_anchors.astype(np.float32) + np.float32(pad)
+  padded = np.asarray(edge_anchors, np.float32) + np.float32(pad)
   if padded.min() < 0:
     raise ValueError(f'pad {pad} is too small: an anchor starts at {padded.min() - pad} px')
   return padded.astype(np.int64)

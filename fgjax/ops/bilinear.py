@@ -33,6 +33,7 @@ def crop_to_common(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
   instead resizes with bilinear interpolation; that is not what the seed paper does.) Shapes are
   static, so this is free under jit; maps that already agree are returned unchanged.
   """
+  a, b = jnp.asarray(a), jnp.asarray(b)
   h = min(a.shape[1], b.shape[1])
   w = min(a.shape[2], b.shape[2])
   return a[:, :h, :w, :], b[:, :h, :w, :]
@@ -68,7 +69,8 @@ def bilinear_pool(a: jax.Array, b: jax.Array | None = None, *, precision=None) -
   Returns:
     (N, Ca, Cb) float32 (or float64).
   """
-  b = a if b is None else b
+  a = jnp.asarray(a)
+  b = a if b is None else jnp.asarray(b)
   _check_pair(a, b)
   z = _pool_sum(a, b, precision)
   return z / (a.shape[1] * a.shape[2])
@@ -111,7 +113,8 @@ def spp_bilinear_pool(a: jax.Array, b: jax.Array | None = None, levels: Sequence
     (N, sum(l*l for l in levels), Ca, Cb) float32: level 1 first, then the level-2 cells
     row-major (top-left, top-right, bottom-left, bottom-right), and so on.
   """
-  b = a if b is None else b
+  a = jnp.asarray(a)
+  b = a if b is None else jnp.asarray(b)
   _check_pair(a, b)
   sym = b is a
   pooled = []
@@ -141,6 +144,7 @@ def signed_sqrt(x: jax.Array, variant: str = 'sign', eps: float = 1e-5) -> jax.A
   Gradients are finite at x = 0 for every variant, also with eps = 0 (the sqrt's gradient is taken
   as 0 at 0).
   """
+  x = jnp.asarray(x)
   if variant == 'sign':
     return jnp.sign(x) * _sqrt0(jnp.abs(x) + eps)
   if variant == 'cvl_umass':
@@ -155,12 +159,14 @@ def l2_normalize(x: jax.Array, axis: int = -1, eps: float = 1e-12) -> jax.Array:
 
   The gradient is finite for an all-zero x (the norm's gradient is taken as 0 there).
   """
+  x = jnp.asarray(x)
   norm = _sqrt0(jnp.sum(jnp.square(x), axis=axis, keepdims=True))
   return x / jnp.maximum(norm, eps)
 
 
 def flatten_bilinear(z: jax.Array) -> jax.Array:
   """(N, ...) -> (N, prod(...)) row-major: `z[n, Cb*i + j]` for (N, Ca, Cb), pyramid cells in order."""
+  z = jnp.asarray(z)
   return z.reshape(z.shape[0], -1)
 
 
@@ -175,6 +181,8 @@ def bilinear_features(a: jax.Array, b: jax.Array | None = None, *, spp_levels: S
 
   Returns (N, Ca*Cb) or (N, P*Ca*Cb), float32.
   """
+  a = jnp.asarray(a)
+  b = None if b is None else jnp.asarray(b)
   if b is not None and a.shape[1:3] != b.shape[1:3]:
     a, b = crop_to_common(a, b)
   if spp_levels:

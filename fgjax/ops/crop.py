@@ -131,6 +131,7 @@ def crop_and_resize(images: jax.Array, boxes: jax.Array, out_size: int | Sequenc
     (N, oh, ow, C) or (N, K, oh, ow, C).
   """
   out_hw = (out_size, out_size) if isinstance(out_size, int) else tuple(int(s) for s in out_size)
+  images, boxes = jnp.asarray(images), jnp.asarray(boxes)
   if not jnp.issubdtype(images.dtype, jnp.floating):
     images = images.astype(jnp.float32)
   if images.ndim != 4:

@@ -54,6 +54,7 @@ def gaussian_blur(x: jax.Array, sigma: float, truncate: float = 4.0,
   """Blur the last two axes of `x` (..., H, W) with an isotropic Gaussian of `sigma` pixels."""
   if mode not in _PAD_MODES:
     raise ValueError(f'mode must be one of {", ".join(_PAD_MODES)}, got {mode!r}')
+  x = jnp.asarray(x)
   if sigma <= 0:
     return x
   k = gaussian_kernel1d(sigma, truncate)

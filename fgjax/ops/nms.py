@@ -32,8 +32,8 @@ import jax.numpy as jnp
 
 def pairwise_iou(box: jax.Array, boxes: jax.Array) -> jax.Array:
   """IoU of one (4,) box with (N, 4) boxes, (y0, x0, y1, x1), no +1 (NTS-Net / Faster R-CNN py)."""
-  box = box.astype(jnp.float32)
-  boxes = boxes.astype(jnp.float32)
+  box = jnp.asarray(box, jnp.float32)
+  boxes = jnp.asarray(boxes, jnp.float32)
   start = jnp.maximum(boxes[:, :2], box[:2])
   end = jnp.minimum(boxes[:, 2:], box[2:])
   lengths = jnp.maximum(end - start, 0.0)
@@ -45,7 +45,9 @@ def pairwise_iou(box: jax.Array, boxes: jax.Array) -> jax.Array:
 
 def hard_nms_with_valid(boxes: jax.Array, scores: jax.Array, topn: int,
                         iou_threshold: float) -> tuple[jax.Array, jax.Array]:
-  """(indices (topn,) int32, valid (topn,) bool); see the module docstring."""
+  """(indices (topn,) int32, valid (topn,) bool); see the module docstring. `boxes` and `scores`
+  may be any array-likes (NumPy included): they are converted with `jnp.asarray`."""
+  boxes, scores = jnp.asarray(boxes), jnp.asarray(scores)
   n = boxes.shape[0]
   if boxes.shape != (n, 4) or scores.shape != (n,):
     raise ValueError(f'boxes must be (N, 4) and scores (N,), got {boxes.shape} and {scores.shape}')
@@ -77,6 +79,7 @@ def hard_nms_with_valid(boxes: jax.Array, scores: jax.Array, topn: int,
 def hard_nms(boxes: jax.Array, scores: jax.Array, topn: int, iou_threshold: float) -> jax.Array:
   """NTS-Net `hard_nms`: (topn,) int32 indices into `boxes`, highest score first.
 
-  boxes: (N, 4) (y0, x0, y1, x1); scores: (N,). Missing picks repeat index keep[0].
+  boxes: (N, 4) (y0, x0, y1, x1); scores: (N,) (array-likes, NumPy included). Missing picks
+  repeat index keep[0].
   """
   return hard_nms_with_valid(boxes, scores, topn, iou_threshold)[0]

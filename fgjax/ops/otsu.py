@@ -57,7 +57,7 @@ def histogram(x: jax.Array, nbins: int = 256) -> tuple[jax.Array, jax.Array]:
 
   A constant x gets skimage's widened range [x - 0.5, x + 0.5] (everything in the middle bin).
   """
-  x = jnp.ravel(x).astype(jnp.float32)
+  x = jnp.ravel(jnp.asarray(x)).astype(jnp.float32)
   lo, hi = jnp.min(x), jnp.max(x)
   same = lo == hi
   lo, hi = jnp.where(same, lo - 0.5, lo), jnp.where(same, hi + 0.5, hi)

@@ -43,6 +43,7 @@ def adaptive_avg_pool(x: jax.Array, out_hw: int | Sequence[int]) -> jax.Array:
   The identity when (H, W) == out_hw (no op is emitted). Computed in x's dtype.
   """
   oh, ow = (out_hw, out_hw) if isinstance(out_hw, int) else tuple(out_hw)
+  x = jnp.asarray(x)
   h, w = x.shape[-3], x.shape[-2]
   if (h, w) == (oh, ow):
     return x
@@ -60,6 +61,7 @@ def max_pool_padded(x: jax.Array, window: int | Sequence[int], stride: int | Seq
   kh, kw = (window, window) if isinstance(window, int) else tuple(window)
   sh, sw = (stride, stride) if isinstance(stride, int) else tuple(stride)
   top, bottom, left, right = (int(p) for p in pad)
+  x = jnp.asarray(x)
   if min(top, bottom, left, right) < 0 or max(top, bottom) >= kh or max(left, right) >= kw:
     raise ValueError(f'max_pool_padded: pad {tuple(pad)} must be >= 0 and smaller than the '
                      f'window {(kh, kw)}')
@@ -146,6 +148,7 @@ def max_pool_ceil(x: jax.Array, window: int | Sequence[int],
   pads the bottom/right with -inf just enough for `ceil_pool_size` windows."""
   kh, kw = (window, window) if isinstance(window, int) else tuple(window)
   sh, sw = (stride, stride) if isinstance(stride, int) else tuple(stride)
+  x = jnp.asarray(x)
   h, w = x.shape[1], x.shape[2]
   oh, ow = ceil_pool_size(h, kh, sh), ceil_pool_size(w, kw, sw)
   bottom = max(0, (oh - 1) * sh + kh - h)
@@ -160,6 +163,7 @@ def local_response_norm(x: jax.Array, size, kappa, alpha, beta) -> jax.Array:
   y_k = x_k / (kappa + alpha * sum_{q=k-floor((N-1)/2)}^{k+ceil((N-1)/2)} x_q^2)^beta, the window
   clipped at the first/last channel. alpha is NOT divided by N (caffe's is: caffe alpha a with
   local_size N is MatConvNet alpha a / N). Computed in float32, returned in x's dtype."""
+  x = jnp.asarray(x)
   n, c = int(size), x.shape[-1]
   before, xf = (n - 1) // 2, x.astype(jnp.float32)
   # Static band matrix: band[q, k] = 1 when channel q is in channel k's window. An einsum keeps
@@ -183,4 +187,4 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
   NaN inputs: the forward propagates NaN like `jnp.max`; the gradient then goes nowhere for that
   window (torch would pick the NaN tap). Trailing odd rows/columns get zero gradient.
   """
-  return _max_pool_taps(x, (2, 2), (2, 2), ((0, 0), (0, 0)))
+  return _max_pool_taps(jnp.asarray(x), (2, 2), (2, 2), ((0, 0), (0, 0)))

@@ -30,7 +30,7 @@ def take(x: jax.Array, idx: np.ndarray, axis: int, valid: np.ndarray | None = No
   """`jnp.take(x, idx, axis)` for a static `idx` whose `valid` entries (default all) are distinct;
   entries not valid get no gradient (their values must not reach the loss). The transpose is a
   gather too, not XLA's scatter-add (slow on CPU: it was most of the attentive backward)."""
-  idx = np.asarray(idx)
+  x, idx = jnp.asarray(x), np.asarray(idx)
   keep = np.ones(idx.shape, bool) if valid is None else np.asarray(valid)
   inverse = np.full(x.shape[axis], idx.size, np.int32)
   inverse[idx[keep]] = np.flatnonzero(keep)
@@ -144,6 +144,7 @@ def wavefront_scan(cell: CellFn, per_cell: Any, height: int, width: int, batch: 
   (h (B, H*W, hidden), extra (B, H*W, ...)).
   """
   t = wavefront_schedule(height, width, groups, key_mask is not None)
+  w_up, w_left = jnp.asarray(w_up), jnp.asarray(w_left)
   hidden = w_up.shape[0]
   h0, c0 = (None, None) if init is None else init
   h0, c0 = _outside(h0, batch, hidden), _outside(c0, batch, hidden)
@@ -185,6 +186,7 @@ def per_cell_scan(cell: CellFn, per_cell: Any, height: int, width: int, batch: i
   """Same contract as `wavefront_scan`, one `lax.scan` step per raster-order cell (H*W steps).
   The carry is a row buffer (W, B, hidden): before cell (i,j), slot j holds (i-1,j) and slot j-1
   holds (i,j-1). Every cell scores all H*W keys (masked). Reference and benchmark baseline."""
+  w_up, w_left = jnp.asarray(w_up), jnp.asarray(w_left)
   hidden = w_up.shape[0]
   h0, c0 = (None, None) if init is None else init
   h0, c0 = _outside(h0, batch, hidden)[:, 0], _outside(c0, batch, hidden)[:, 0]

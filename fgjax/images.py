@@ -1,26 +1,45 @@
-"""Image files for `python -m fgjax.predict`: find them (folders recursed, sorted) and decode them.
+"""Image files: find them (folders recursed, sorted) and decode them, the same way everywhere.
 
-Decoding uses PIL, no TensorFlow: the first frame of the file converted to RGB uint8 (palette,
-grey, 16-bit, CMYK and alpha images included; alpha is dropped, not composited). The EXIF
-orientation tag is NOT applied, like the tfds image decoding that the datasets go through, so a
-photo is seen with the pixel layout stored in the file.
+`to_rgb` is the one decoding rule of fgjax, used by `python -m fgjax.predict` (`read_image`,
+`decode`) and by the real-dataset builders (`fgjax.data.builders.common.ImageReader`), so a photo
+is seen with the same pixels in training, evaluation and prediction:
+
+1. the first frame of the file (animated GIF / multi-page TIFF);
+2. the EXIF orientation tag applied (`PIL.ImageOps.exif_transpose`): a phone photo stored
+   sideways with orientation 6 or 8 is turned upright, as image viewers show it;
+3. alpha (RGBA, LA, palette with a transparent colour) composited over a white background;
+4. 16-bit / 32-bit grey scaled to 8 bits by its bit depth (values above 255 are taken as 16-bit
+   and divided by 257; otherwise they are kept), so a dark image stays dark;
+5. anything else (grey, palette, CMYK, YCbCr, ...) converted to RGB uint8.
+
+Decoding uses PIL, no TensorFlow. Datasets prepared before this rule applied EXIF orientation hold
+a rotated photo's pixels as stored in the file; rebuild them to see such photos upright.
 
 A file that cannot be read is reported, never fatal: `read_image` raises `ImageError` with the
-reason, and the caller writes `SKIP path: reason` and goes on.
+reason, and the caller writes `SKIP path: reason` and goes on. A readable but tiny image is
+predicted, with a warning (`tiny_image_warning`): its shorter side is below `MIN_SIDE` (32)
+pixels, or below 1/8 of the model input's shorter side, so the model sees an upscaled blur.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 # Extensions picked up inside folders (case-insensitive). A file named on the command line is
 # tried whatever its extension.
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm',
                     '.pgm', '.pbm')
+
+# An image whose shorter side is below this many pixels (or below 1/8 of the model input's shorter
+# side, whichever is larger) is predicted with a warning.
+MIN_SIDE = 32
+_EXIF_ORIENTATION = 0x0112
+_WIDE_GREY = ('I;16', 'I;16B', 'I;16L', 'I;16N', 'I')
 
 
 class ImageError(Exception):
@@ -59,19 +78,64 @@ def find_images(args) -> tuple[list[ImageFile], list[tuple[str, str]]]:
   return found, missing
 
 
-def read_image(path: str) -> np.ndarray:
-  """(H, W, 3) uint8 RGB pixels of the first frame; ImageError with the reason on failure."""
+def exif_orientation(im: Image.Image) -> int:
+  """The EXIF orientation tag of `im` (1 = stored upright, also when absent or unreadable)."""
   try:
-    with Image.open(path) as im:
-      im.seek(0)
-      im.load()
-      if im.mode in ('I;16', 'I;16B', 'I;16L', 'I'):  # 16/32-bit grey: scale to 8 bits
-        a = np.asarray(im, np.float64)
-        a = np.clip(a / (65535.0 if a.max() > 255 else 255.0) * 255.0, 0, 255)
-        return np.repeat(a.astype(np.uint8)[..., None], 3, axis=-1)
-      rgb = np.asarray(im.convert('RGB'), np.uint8)
+    return int(im.getexif().get(_EXIF_ORIENTATION, 1) or 1)
+  except Exception:  # pylint: disable=broad-except  # a damaged EXIF block: keep the stored layout
+    return 1
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+  """The first frame of `im`, upright (EXIF orientation applied), as an RGB PIL image: alpha
+  composited over white, wide grey scaled to 8 bits, every other mode converted (see the module
+  docstring). `im` is not changed, apart from seeking to its first frame."""
+  im.seek(0)
+  im.load()
+  if exif_orientation(im) != 1:
+    im = ImageOps.exif_transpose(im)
+  if im.mode in ('RGBA', 'LA', 'PA') or (im.mode == 'P' and 'transparency' in im.info):
+    rgba = im.convert('RGBA')
+    background = Image.new('RGB', rgba.size, (255, 255, 255))
+    background.paste(rgba, mask=rgba.getchannel('A'))  # alpha composited over white
+    return background
+  if im.mode in _WIDE_GREY:
+    a = np.asarray(im, np.float64)
+    if a.size and a.max() > 255:
+      a = a / 257.0  # 16-bit: 65535 -> 255
+    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8)).convert('RGB')
+  return im.convert('RGB')  # RGB (a copy), L, 1, P, CMYK, YCbCr, ...
+
+
+def decode(data: bytes) -> np.ndarray:
+  """(H, W, 3) uint8 RGB pixels of encoded image bytes (`to_rgb`); ImageError on failure."""
+  return _read(io.BytesIO(data))
+
+
+def read_image(path: str) -> np.ndarray:
+  """(H, W, 3) uint8 RGB pixels of the image file (`to_rgb`); ImageError with the reason on
+  failure."""
+  return _read(path)
+
+
+def _read(source) -> np.ndarray:
+  try:
+    with Image.open(source) as im:
+      rgb = np.asarray(to_rgb(im), np.uint8)
   except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
     raise ImageError(f'{type(e).__name__}: {e}') from None
   if rgb.ndim != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
     raise ImageError(f'empty image of shape {rgb.shape}')
   return np.ascontiguousarray(rgb)
+
+
+def tiny_image_warning(shape, input_hw: tuple[int, int]) -> str | None:
+  """A one-line warning when an image of `shape` (H, W, ...) is too small for a model input of
+  `input_hw` (height, width): its shorter side below `MIN_SIDE` pixels or below 1/8 of the input's
+  shorter side; None otherwise."""
+  h, w = int(shape[0]), int(shape[1])
+  limit = max(MIN_SIDE, -(-min(input_hw) // 8))
+  if min(h, w) >= limit:
+    return None
+  return (f'{w}x{h} image is smaller than {limit} px on its shorter side (the model input is '
+          f'{input_hw[1]}x{input_hw[0]}): it is upscaled and the prediction may be meaningless')

@@ -157,7 +157,9 @@ def test_read_image_converts_grey_palette_and_alpha_to_rgb(tmp_path):
   Image.fromarray(rgba).save(tmp_path / 'a.png')
   np.testing.assert_array_equal(images_lib.read_image(str(tmp_path / 'g.png')),
                                 np.repeat(grey[..., None], 3, -1))
-  np.testing.assert_array_equal(images_lib.read_image(str(tmp_path / 'a.png')), rgba[..., :3])
+  a = rgba[..., 3:].astype(np.float64) / 255.0  # alpha composited over white, as the builders do
+  np.testing.assert_allclose(images_lib.read_image(str(tmp_path / 'a.png')),
+                             rgba[..., :3] * a + 255.0 * (1.0 - a), atol=1.0)
   Image.fromarray(grey).convert('P').save(tmp_path / 'p.gif')
   assert images_lib.read_image(str(tmp_path / 'p.gif')).shape == (5, 7, 3)
 

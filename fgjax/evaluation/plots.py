@@ -1,8 +1,12 @@
 """Evaluation plots as PNG files (written by `python -m fgjax.evaluate`, see fgjax/evaluate.py).
 
 Every function draws on its own `matplotlib.figure.Figure` with the Agg canvas (no pyplot, no
-global state, no display needed), saves one PNG of a fixed pixel size (`SIZES`, width x height;
-no tight bounding box, so the size does not depend on the labels) and returns its path.
+global state, no display needed), saves one PNG of a fixed pixel size (`SIZES`, width x height)
+and returns its path; the `*_figure` functions return the figure itself. The size does not depend
+on the labels: matplotlib's constrained layout shrinks the axes until every label (rotated class
+names, axis labels, colour-bar labels, titles) fits inside the figure, instead of a tight bounding
+box that would change the PNG's size. Class names longer than `MAX_NAME` characters are shortened
+with an ellipsis and long titles are wrapped.
 
 - `per_class_accuracy`: accuracy of every class, sorted from best to worst (bar chart);
 - `confusion_matrix`: rows = true class, columns = predicted class, each row divided by the
@@ -17,6 +21,7 @@ no tight bounding box, so the size does not depend on the labels) and returns it
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Sequence
 
 import numpy as np
@@ -30,12 +35,22 @@ SIZES = {'per_class_accuracy': (10.0, 5.0), 'confusion_matrix': (9.0, 8.0),
          'cmc': (6.0, 4.5)}
 RETRIEVAL_CELL = 1.2  # inches per image cell of the retrieval grid
 SAME, DIFFERENT, QUERY = '#1a9641', '#d7191c', '#2b83ba'
+MAX_NAME = 40  # characters of a class name shown on an axis
 
 
 def _figure(size) -> Figure:
-  fig = Figure(figsize=size, dpi=DPI)
+  """A figure with the Agg canvas and constrained layout (labels kept inside, size fixed)."""
+  fig = Figure(figsize=size, dpi=DPI, layout='constrained')
+  fig.get_layout_engine().set(w_pad=4 / 72, h_pad=4 / 72)  # 4 points around the edges
   FigureCanvasAgg(fig)
   return fig
+
+
+def _wrap(text: str, width_inches: float, fontsize: float) -> str:
+  """`text` wrapped to lines that fit in `width_inches` at `fontsize` points (an average glyph is
+  taken as 0.6 em wide)."""
+  chars = max(8, int(width_inches * 72 / (0.6 * fontsize)))
+  return '\n'.join(textwrap.fill(line, chars) for line in text.split('\n'))
 
 
 def _save(fig: Figure, path: str) -> str:
@@ -47,7 +62,8 @@ def _save(fig: Figure, path: str) -> str:
 def _names(class_names: Sequence[str] | None, classes) -> list[str]:
   if class_names is None:
     return [str(int(c)) for c in classes]
-  return [str(class_names[int(c)]) for c in classes]
+  short = lambda n: n if len(n) <= MAX_NAME else n[:MAX_NAME - 1] + '\u2026'
+  return [short(str(class_names[int(c)])) for c in classes]
 
 
 def class_accuracies(predictions: np.ndarray, labels: np.ndarray,
@@ -78,6 +94,14 @@ def most_confused(counts: np.ndarray, k: int) -> np.ndarray:
 
 def per_class_accuracy(predictions: np.ndarray, labels: np.ndarray, num_classes: int, path: str,
                        class_names: Sequence[str] | None = None, title: str = '') -> str:
+  """Bar chart of every class's accuracy, best first (the class names under the bars when there
+  are at most 50 classes), written to `path`."""
+  return _save(per_class_accuracy_figure(predictions, labels, num_classes, class_names, title),
+               path)
+
+
+def per_class_accuracy_figure(predictions: np.ndarray, labels: np.ndarray, num_classes: int,
+                              class_names: Sequence[str] | None = None, title: str = '') -> Figure:
   predictions, labels = np.asarray(predictions), np.asarray(labels)
   acc, counts = class_accuracies(predictions, labels, num_classes)
   present = np.flatnonzero(counts > 0)
@@ -99,14 +123,21 @@ def per_class_accuracy(predictions: np.ndarray, labels: np.ndarray, num_classes:
   else:
     ax.set_xticks([])
   ax.legend(loc='lower left', fontsize=8)
-  ax.set_title(title or 'per-class accuracy')
-  fig.subplots_adjust(left=0.07, right=0.99, top=0.93, bottom=0.3 if len(order) <= 50 else 0.08)
-  return _save(fig, path)
+  ax.set_title(_wrap(title or 'per-class accuracy', SIZES['per_class_accuracy'][0] - 0.5, 12))
+  return fig
 
 
 def confusion_matrix(predictions: np.ndarray, labels: np.ndarray, num_classes: int, path: str,
                      class_names: Sequence[str] | None = None, max_classes: int = 50,
                      title: str = '') -> str:
+  """The row-normalised confusion matrix (see the module docstring), written to `path`."""
+  return _save(confusion_matrix_figure(predictions, labels, num_classes, class_names,
+                                       max_classes, title), path)
+
+
+def confusion_matrix_figure(predictions: np.ndarray, labels: np.ndarray, num_classes: int,
+                            class_names: Sequence[str] | None = None, max_classes: int = 50,
+                            title: str = '') -> Figure:
   counts = confusion_counts(np.asarray(predictions), np.asarray(labels), num_classes)
   if num_classes <= max_classes:
     classes = np.arange(num_classes)
@@ -120,19 +151,24 @@ def confusion_matrix(predictions: np.ndarray, labels: np.ndarray, num_classes: i
   fig = _figure(SIZES['confusion_matrix'])
   ax = fig.add_subplot()
   im = ax.imshow(norm, cmap='Blues', vmin=0, vmax=1, interpolation='nearest')
-  fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label='fraction of the true class')
+  fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label='fraction of the true class')
   names = _names(class_names, classes)
   fs = 7 if len(classes) <= 20 else 4
   ax.set_xticks(np.arange(len(classes)), names, rotation=90, fontsize=fs)
   ax.set_yticks(np.arange(len(classes)), names, fontsize=fs)
   ax.set_xlabel('predicted class')
   ax.set_ylabel('true class')
-  ax.set_title((title + ': ' if title else '') + f'confusion matrix, {what}', fontsize=10)
-  fig.subplots_adjust(left=0.22, right=0.86, top=0.94, bottom=0.22)
-  return _save(fig, path)
+  ax.set_title(_wrap((title + ': ' if title else '') + f'confusion matrix, {what}',
+                     SIZES['confusion_matrix'][0] - 2.0, 10), fontsize=10)
+  return fig
 
 
 def cmc_curve(cmc: np.ndarray, path: str, title: str = '') -> str:
+  """The CMC curve (matching rate at rank 1..len(cmc)), written to `path`."""
+  return _save(cmc_figure(cmc, title), path)
+
+
+def cmc_figure(cmc: np.ndarray, title: str = '') -> Figure:
   cmc = np.asarray(cmc, np.float64)
   ranks = np.arange(1, len(cmc) + 1)
   fig = _figure(SIZES['cmc'])
@@ -147,25 +183,30 @@ def cmc_curve(cmc: np.ndarray, path: str, title: str = '') -> str:
   ax.set_xlabel('rank')
   ax.set_ylabel('matching rate')
   ax.grid(alpha=0.3)
-  ax.set_title(title or f'CMC (rank 1-{len(cmc)})', fontsize=10)
-  fig.subplots_adjust(left=0.12, right=0.97, top=0.91, bottom=0.12)
-  return _save(fig, path)
+  ax.set_title(_wrap(title or f'CMC (rank 1-{len(cmc)})', SIZES['cmc'][0] - 0.5, 10),
+               fontsize=10)
+  return fig
 
 
 def retrieval_grid_size(num_queries: int, k: int) -> tuple[float, float]:
-  """(width, height) inches of `retrieval_examples`' figure."""
-  return (RETRIEVAL_CELL * (k + 1), RETRIEVAL_CELL * num_queries + 0.4)
+  """(width, height) inches of `retrieval_examples`' figure: a cell per image, the title above
+  and the legend below."""
+  return (RETRIEVAL_CELL * (k + 1), RETRIEVAL_CELL * num_queries + 0.7)
 
 
 def retrieval_examples(query_images: Sequence[np.ndarray], neighbour_images, same_class,
                        path: str, title: str = '') -> str:
   """`neighbour_images[i][j]`: the j-th neighbour of query i; `same_class[i][j]`: bool."""
+  return _save(retrieval_figure(query_images, neighbour_images, same_class, title), path)
+
+
+def retrieval_figure(query_images: Sequence[np.ndarray], neighbour_images, same_class,
+                     title: str = '') -> Figure:
   n = len(query_images)
   k = max((len(r) for r in neighbour_images), default=0)
-  fig = _figure(retrieval_grid_size(n, k))
-  height = RETRIEVAL_CELL * n + 0.4
-  top = 1 - 0.4 / height
-  fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=top, wspace=0.08, hspace=0.08)
+  size = retrieval_grid_size(n, k)
+  fig = _figure(size)
+  fig.get_layout_engine().set(wspace=0.02, hspace=0.02)
   axes = fig.subplots(n, k + 1, squeeze=False)
   for i in range(n):
     cells = [(query_images[i], QUERY)] + [
@@ -184,6 +225,8 @@ def retrieval_examples(query_images: Sequence[np.ndarray], neighbour_images, sam
         spine.set_linewidth(4)
   handles = [Patch(color=QUERY, label='query'), Patch(color=SAME, label='same class'),
              Patch(color=DIFFERENT, label='different class')]
-  fig.legend(handles=handles, loc='upper right', ncol=3, fontsize=7, frameon=False)
-  fig.suptitle(title or f'retrieval: queries and their top-{k}', x=0.01, ha='left', fontsize=9)
-  return _save(fig, path)
+  fig.legend(handles=handles, loc='outside lower center', ncol=3 if k >= 2 else 1, fontsize=7,
+             frameon=False)
+  fig.suptitle(_wrap(title or f'retrieval: queries and their top-{k}', size[0] - 0.1, 9),
+               fontsize=9)
+  return fig

@@ -143,10 +143,11 @@ def attention_panels(outputs, index, config, options):
   """The attribute-guided attention: m (eq. 5 aggregated: max or mean over k; 'official_code':
   sigmoid(BN(mean_k V a_k))) and one panel per attribute group k with m_k = sigmoid(V a_k) (eq. 5;
   'official_code': the raw score V a_k, which the model only averages), titled with the
-  category-guided weight s_k (eq. 7) and the predicted value of the group. V (L x d, the category
-  branch's 1x1 conv output after [BN and] ReLU) is captured by predict (`capture`). The locations
-  (flattened in the model) are laid out on the grid whose aspect is the input's."""
-  del options
+  category-guided weight s_k (eq. 7) and the predicted value of the group, named after the
+  dataset's attribute groups and values where `options['metadata']` (the dataset's tfds metadata,
+  passed by predict) has them (`attribute_labels`). V (L x d, the category branch's 1x1 conv
+  output after [BN and] ReLU) is captured by predict (`capture`). The locations (flattened in the
+  model) are laid out on the grid whose aspect is the input's."""
   m = config.model
   if m['ablation'] == 'baseline1':
     return [panels.Panel(title='a3m ablation baseline1', note='no attribute branches:\n'
@@ -169,13 +170,52 @@ def attention_panels(outputs, index, config, options):
   s = np.asarray(outputs['attribute_scores'][index], np.float64)
   groups = split_attribute_logits(np.asarray(outputs['attribute_logits'][index]),
                                   m['attribute_classes'])
+  names = (attribute_labels((options or {}).get('metadata'), m['attribute_classes'])
+           if m['attribute_field'] else None)  # without labels the branches name nothing
   for k in range(a.shape[0]):
     mk = scores[:, k] if official else 1 / (1 + np.exp(-scores[:, k]))
     unused = ' (unused: uniform ablation)' if uniform else ''
+    value = int(np.argmax(groups[k]))
+    group_name, value_names = names[k] if names else (None, None)
+    predicted = (f'predicted: {value_names[value]}' if value_names else
+                 f'predicted value {value}')
     out.append(panels.Panel(
-        title=f'attribute {k}: {"V a_k" if official else "m_k = sigmoid(V a_k)"}{unused}\n'
-              f's_k = {s[k]:.2f}, predicted value {int(np.argmax(groups[k]))}',
+        title=f'{group_name or f"attribute {k}"}\n{predicted}\n'
+              f'{"V a_k" if official else "m_k = sigmoid(V a_k)"}{unused}\ns_k = {s[k]:.2f}',
         heatmap=mk.reshape(grid), colorbar_label='V a_k' if official else 'm_k'))
+  return out
+
+
+def attribute_labels(metadata, classes) -> list[tuple[str | None, list[str] | None]] | None:
+  """(group name, value names: class j -> [j]) for each of the len(`classes`) attribute groups,
+  read from a dataset's tfds `metadata`; None for a name the dataset does not give (the panels
+  then fall back to the numbers), None when it gives no names at all. Known layouts:
+  - cub2011: `attribute_group_names` and `attribute_group_values` (class 0 = 'none', class j =
+    the group's value j - 1);
+  - compcars: `attribute_names` and `attribute_class_names`;
+  - Market-1501: `attribute_names` and `attribute_values`;
+  - synthetic: `part_groups` and `variants` (`eye_variants` for the 'eye' group of the fgvc
+    scenes)."""
+  md = dict(metadata or {})
+  if md.get('attribute_group_names'):
+    groups = md['attribute_group_names']
+    values = [['none', *v] for v in md.get('attribute_group_values') or []]
+  elif md.get('attribute_names') and (md.get('attribute_class_names') or
+                                      md.get('attribute_values')):
+    groups = md['attribute_names']
+    values = md.get('attribute_class_names') or md.get('attribute_values')
+  elif md.get('part_groups'):
+    groups = md['part_groups']
+    values = [md.get('eye_variants') if g == 'eye' and md.get('eye_variants') else
+              md.get('variants') for g in groups]
+  else:
+    return None
+  if len(groups) != len(classes):
+    return None  # another field's groups: numbers are safer than wrong names
+  out = []
+  for k, n in enumerate(classes):
+    v = values[k] if k < len(values) and values[k] is not None else None
+    out.append((str(groups[k]), [str(x) for x in v] if v is not None and len(v) >= n else None))
   return out
 
 

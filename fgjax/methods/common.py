@@ -30,7 +30,8 @@ naming `config.model.<field>`, `fgjax.models.fields`); nothing copies them.
   (optional; used by `python -m fgjax.predict --overlays`): what image `index` of a batch attends
   to, from `outputs`, the FULL `model.apply(..., train=False)` dict of the batch as NumPy arrays
   (not predict_fn's subset). Panel coordinates are normalised to the model input.
-  `options` is a dict of predict's overlay options (e.g. 'cell': (u, v) for bilinear_lstm).
+  `options` is a dict of predict's overlay options (e.g. 'cell': (u, v) for bilinear_lstm;
+  'metadata': the dataset's tfds metadata, from which a3m names its attribute groups).
 - `migrate_model_config(model: dict) -> list[str]`: rewrites, in place, the `model` section of a
   config.json written by an older fgjax into today's fields and values (e.g. a placeholder an
   older version resolved at build time); returns one message per change. Used when a run is

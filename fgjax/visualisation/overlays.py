@@ -3,7 +3,10 @@
 A method describes its maps as a list of `Panel`s (its `Method.attention_panels` hook, see
 fgjax/methods/common.py); `render` draws the model input (after evaluation preprocessing) and
 one axes per panel in a grid of at most `MAX_COLUMNS` columns, each cell `CELL_PX` pixels, so a
-figure with P panels is exactly `figure_size_px(P)` pixels (no tight bounding box).
+figure with P panels is exactly `figure_size_px(P)` pixels (no tight bounding box). Matplotlib's
+constrained layout fits the title above the first row and every panel title, colour bar and its
+labels inside the figure; panel titles and notes are wrapped to `TITLE_PX` (about the width of a
+panel, since the layout does not make room for a title wider than its axes).
 
 Coordinates: every panel coordinate is NORMALISED to the drawn model input, (y, x) order like the
 datasets' `bbox`: boxes (y0, x0, y1, x1) in [0, 1] (they may extend past the image, e.g. the
@@ -20,6 +23,7 @@ figure state, safe in threads and in tests.
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 
 import numpy as np
@@ -33,6 +37,7 @@ from fgjax.visualisation.panels import Panel
 MAX_COLUMNS = 5
 CELL_PX = (300, 260)  # (height, width) in pixels of one panel cell, title and colour bar included
 DPI = 100
+TITLE_PX = 180  # panel titles and notes are wrapped to this width (the axes are about 190 wide)
 RANK_COLOURS = ('#e41a1c', '#ff7f00', '#ffff33', '#4daf4a', '#377eb8', '#984ea3', '#a65628',
                 '#f781bf')  # rank 1 = red, 2 = orange, 3 = yellow, 4 = green, ...
 
@@ -60,6 +65,13 @@ def upsample(heatmap: np.ndarray, height: int, width: int) -> np.ndarray:
   return np.asarray(Image.fromarray(m, mode='F').resize((width, height), Image.BILINEAR))
 
 
+def _wrap(text: str, width_px: float, fontsize: float) -> str:
+  """`text` wrapped to lines that fit in `width_px` pixels at `fontsize` points (an average glyph
+  is taken as 0.55 em wide)."""
+  chars = max(8, int(width_px * 72 / DPI / (0.55 * fontsize)))
+  return '\n'.join(textwrap.fill(line, chars) for line in text.split('\n'))
+
+
 def _pixels(extent, hw):
   h, w = hw
   y0, x0, y1, x1 = extent
@@ -73,7 +85,8 @@ def _draw_panel(fig, ax, image: np.ndarray, panel: Panel) -> None:
   ax.set_ylim(h, 0)
   ax.set_xticks([])
   ax.set_yticks([])
-  ax.set_title(panel.title, fontsize=8, wrap=True)
+  # Constrained layout leaves a title's width out of the margins: keep it within the axes.
+  ax.set_title(_wrap(panel.title, TITLE_PX, 8), fontsize=8)
   py0, px0, py1, px1 = _pixels(panel.extent, (h, w))
   ext_h, ext_w = max(1, round(py1 - py0)), max(1, round(px1 - px0))
   if panel.heatmap is not None:
@@ -118,8 +131,9 @@ def _draw_panel(fig, ax, image: np.ndarray, panel: Panel) -> None:
     ax.plot([panel.marker[1] * w], [panel.marker[0] * h], marker='x', color='black', ms=6,
             mew=1.2)
   if panel.note:
-    ax.text(0.5, 0.5, panel.note, transform=ax.transAxes, ha='center', va='center', fontsize=7,
-            wrap=True, bbox={'facecolor': 'white', 'alpha': 0.8, 'edgecolor': 'none'})
+    ax.text(0.5, 0.5, _wrap(panel.note, TITLE_PX, 7), transform=ax.transAxes,
+            ha='center', va='center', fontsize=7,
+            bbox={'facecolor': 'white', 'alpha': 0.8, 'edgecolor': 'none'})
 
 
 def render(image: np.ndarray, panels: Sequence[Panel], title: str) -> Figure:
@@ -129,9 +143,10 @@ def render(image: np.ndarray, panels: Sequence[Panel], title: str) -> Figure:
     raise ValueError(f'expected an (H, W, 3) image, got shape {image.shape}')
   rows, cols = grid_layout(len(panels))
   width, height = figure_size_px(len(panels))
-  fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI)
+  fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, layout='constrained')
+  fig.get_layout_engine().set(w_pad=4 / 72, h_pad=4 / 72, wspace=0.06, hspace=0.06)
   FigureCanvasAgg(fig)
-  fig.suptitle(title, fontsize=9)
+  fig.suptitle(_wrap(title, width - 20, 9), fontsize=9)
   ax = fig.add_subplot(rows, cols, 1)
   ax.imshow(image, interpolation='nearest')
   ax.set_xticks([])
@@ -139,8 +154,6 @@ def render(image: np.ndarray, panels: Sequence[Panel], title: str) -> Figure:
   ax.set_title(f'model input {image.shape[0]}x{image.shape[1]}', fontsize=8)
   for i, panel in enumerate(panels):
     _draw_panel(fig, fig.add_subplot(rows, cols, i + 2), image, panel)
-  fig.subplots_adjust(left=0.02, right=0.95, top=1 - 0.16 / rows, bottom=0.1 / rows,
-                      wspace=0.35, hspace=0.45)
   return fig
 
 

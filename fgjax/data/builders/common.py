@@ -2,7 +2,8 @@
 
 `require(root, files, dataset)` raises one `MissingFiles` error naming every missing file, where it
 must be put and where to get it. `ImageReader.read(path)` returns encoded image bytes ready for
-`tfds.features.Image` (JPEG), converting grayscale / CMYK / palette / alpha images to RGB and
+`tfds.features.Image` (JPEG), decoded by `fgjax.images.to_rgb` (the decoding that predict uses:
+EXIF orientation applied, alpha composited over white, grayscale / CMYK / palette to RGB) and
 skipping unreadable ones (corrupt, truncated, zero-byte, 1-pixel); every conversion and skip is
 counted and listed by `ImageReader.report()`, which builders store in `info.metadata['bad_files']`.
 
@@ -30,6 +31,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 from PIL import Image
+
+from fgjax import images as images_lib
 
 MIN_SIDE = 2  # images with a side below this are skipped (a 1-pixel image carries nothing)
 
@@ -146,13 +149,15 @@ class ImageReader:
         return self._skip(name, 'zero-byte file')
       with Image.open(io.BytesIO(data)) as im:
         im.load()  # decodes fully: truncated or corrupt data raises here
-        size = (im.size[1], im.size[0])
         if min(im.size) < MIN_SIDE:
           return self._skip(name, f'{im.size[0]}x{im.size[1]} pixels')
-        if im.format in ('JPEG', 'PNG') and im.mode == 'RGB':
-          return data, size
-        reason = f'{im.format} {im.mode} -> RGB'
-        rgb = _to_rgb(im)
+        orientation = images_lib.exif_orientation(im)
+        if im.format in ('JPEG', 'PNG') and im.mode == 'RGB' and orientation == 1:
+          return data, (im.size[1], im.size[0])
+        reason = (f'{im.format} {im.mode} -> RGB' if orientation == 1 else
+                  f'{im.format} {im.mode}, EXIF orientation {orientation} -> upright RGB')
+        rgb = images_lib.to_rgb(im)
+        size = (rgb.size[1], rgb.size[0])
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
       return self._skip(name, f'unreadable: {type(e).__name__}: {e}')
     self.converted.append({'file': name, 'reason': reason})
@@ -173,19 +178,6 @@ class ImageReader:
   def report(self) -> dict:
     return {'num_converted': len(self.converted), 'num_skipped': len(self.skipped),
             'converted': list(self.converted), 'skipped': list(self.skipped)}
-
-
-def _to_rgb(im: Image.Image) -> Image.Image:
-  if im.mode in ('RGBA', 'LA') or (im.mode == 'P' and 'transparency' in im.info):
-    rgba = im.convert('RGBA')
-    background = Image.new('RGB', rgba.size, (255, 255, 255))
-    background.paste(rgba, mask=rgba.getchannel('A'))  # alpha composited over white
-    return background
-  if im.mode in ('I;16', 'I;16B', 'I;16L', 'I'):
-    arr = np.asarray(im, np.float64)
-    scale = 255.0 / max(float(arr.max()), 1.0)
-    return Image.fromarray((arr * scale).astype(np.uint8)).convert('RGB')
-  return im.convert('RGB')  # L, 1, P, CMYK, YCbCr, ...
 
 
 class BuilderBase(tfds.core.GeneratorBasedBuilder):

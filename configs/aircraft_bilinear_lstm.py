@@ -8,13 +8,14 @@ python -m fgjax.train --config=configs/aircraft_bilinear_lstm.py:runlocal --work
 Seed 000 reports 88.4% top-1 with this model.
 """
 
-from fgjax.default_config import get_base_config, parse_arg
+from fgjax.default_config import get_base_config, parse_arg, smoke_run
 from fgjax.methods.bilinear_lstm import bilinear_lstm_recipe
 
 
 def get_config(arg=None):
-  c = bilinear_lstm_recipe(get_base_config(), parse_arg(arg).runlocal)
+  arg = parse_arg(arg)
+  c = bilinear_lstm_recipe(get_base_config(), arg.runlocal)
   c.dataset.name = 'fgvc_aircraft'
   c.dataset.train_split = 'trainval'
   c.dataset.eval_split = 'test'
-  return c
+  return smoke_run(c) if arg.runlocal else c  # + random init (no ImageNet weights)

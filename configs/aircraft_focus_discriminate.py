@@ -25,4 +25,5 @@ def get_config(arg=None):
   c.dataset.name = 'fgvc_aircraft'
   c.dataset.train_split = 'trainval'
   c.dataset.eval_split = 'test'
+  c.model.allow_random_init = arg.runlocal  # no weights in a smoke run
   return c

@@ -21,4 +21,5 @@ def get_config(arg=None):
   c.dataset.name = 'cars196'
   c.dataset.train_split = 'train'
   c.dataset.eval_split = 'test'
+  c.model.allow_random_init = arg.runlocal  # no weights in a smoke run
   return c

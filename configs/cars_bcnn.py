@@ -3,15 +3,17 @@
 python -m fgjax.data.prepare cars196 --manual_dir=DIR          # once (README "Datasets")
 python -m fgjax.train --config=configs/cars_bcnn.py --workdir=DIR \
   --config.model.backbone_a_pretrained=WEIGHTS/vgg16 --config.model.backbone_b_pretrained=WEIGHTS/vggm
+python -m fgjax.train --config=configs/cars_bcnn.py:runlocal --workdir=DIR   # CPU smoke run
 """
 
-from fgjax.default_config import get_base_config
+from fgjax.default_config import get_base_config, parse_arg, smoke_run
 from fgjax.methods.bcnn import bcnn_dm_recipe
 
 
-def get_config():
+def get_config(arg=None):
+  arg = parse_arg(arg)
   c = bcnn_dm_recipe(get_base_config())
   c.dataset.name = 'cars196'
   c.dataset.train_split = 'train'
   c.dataset.eval_split = 'test'
-  return c
+  return smoke_run(c, image_size=112) if arg.runlocal else c

@@ -4,6 +4,7 @@ python -m fgjax.data.prepare compcars --manual_dir=DIR          # once (README "
 python -m fgjax.train --config=configs/compcars_a3m.py --workdir=DIR \
   --config.model.backbone_pretrained=WEIGHTS/resnet50
 python -m fgjax.train --config=configs/compcars_a3m.py:variant=official_code ...  # authors' code
+python -m fgjax.train --config=configs/compcars_a3m.py:runlocal --workdir=DIR   # CPU smoke run
 
 Seed 002 reports 95.4% with ResNet-50 and the 5 model attributes. The builder's
 `attribute_classes` field holds one class per attribute (-1 = unknown, left out of the loss):
@@ -17,16 +18,16 @@ settings.
 `:ablation=baseline1` (and the other ablations of fgjax/models/a3m.py) trains an ablation.
 """
 
-from fgjax.default_config import get_base_config, parse_arg
+from fgjax.default_config import get_base_config, parse_arg, smoke_run
 from fgjax.methods.a3m import a3m_recipe
 
 
 def get_config(arg=None):
-  arg = parse_arg(arg, runlocal=None, variant='paper', ablation='none')
+  arg = parse_arg(arg, variant='paper', ablation='none')
   c = a3m_recipe(get_base_config(), arg.variant)
   c.model.ablation = arg.ablation
   c.dataset.name = 'compcars'
   c.dataset.resize_size, c.dataset.image_size = 480, 448
   c.model.attribute_field = 'attribute_classes'
   c.model.attribute_classes = (6, 6, 4, 6, 12)
-  return c
+  return smoke_run(c, image_size=64, small_backbone=True) if arg.runlocal else c

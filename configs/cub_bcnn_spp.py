@@ -5,16 +5,18 @@ spatial pyramid (1x1 + 2x2 cells) on the recipe of configs/cub_bcnn.py
 python -m fgjax.data.prepare cub2011 --manual_dir=DIR          # once (README "Datasets")
 python -m fgjax.train --config=configs/cub_bcnn_spp.py --workdir=DIR \
   --config.model.backbone_a_pretrained=WEIGHTS/vgg16 --config.model.backbone_b_pretrained=WEIGHTS/vggm
+python -m fgjax.train --config=configs/cub_bcnn_spp.py:runlocal --workdir=DIR   # CPU smoke run
 """
 
-from fgjax.default_config import get_base_config
+from fgjax.default_config import get_base_config, parse_arg, smoke_run
 from fgjax.methods.bcnn import bcnn_dm_recipe
 
 
-def get_config():
+def get_config(arg=None):
+  arg = parse_arg(arg)
   c = bcnn_dm_recipe(get_base_config())
   c.method = 'bcnn_spp'
   c.dataset.name = 'cub2011'
   c.dataset.train_split = 'train'
   c.dataset.eval_split = 'test'
-  return c
+  return smoke_run(c, image_size=112) if arg.runlocal else c

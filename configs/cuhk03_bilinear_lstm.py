@@ -6,7 +6,7 @@ python -m fgjax.train --config=configs/cuhk03_bilinear_lstm.py --workdir=DIR \
 python -m fgjax.train --config=configs/cuhk03_bilinear_lstm.py:runlocal --workdir=DIR ...   # CPU smoke run
 """
 
-from fgjax.default_config import get_base_config, parse_arg
+from fgjax.default_config import get_base_config, parse_arg, smoke_run
 from fgjax.methods.bilinear_lstm import bilinear_lstm_reid_recipe
 
 
@@ -16,4 +16,4 @@ def get_config(arg=None):
       get_base_config(), query_split='query', gallery_split='gallery', runlocal=arg.runlocal)
   c.dataset.name = 'cuhk03'
   c.dataset.train_split = 'train'
-  return c
+  return smoke_run(c) if arg.runlocal else c  # + random init (no ImageNet weights)

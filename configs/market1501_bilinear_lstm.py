@@ -6,7 +6,7 @@ python -m fgjax.train --config=configs/market1501_bilinear_lstm.py --workdir=DIR
 python -m fgjax.train --config=configs/market1501_bilinear_lstm.py:runlocal --workdir=DIR ...   # CPU smoke run
 """
 
-from fgjax.default_config import get_base_config, parse_arg
+from fgjax.default_config import get_base_config, parse_arg, smoke_run
 from fgjax.methods.bilinear_lstm import bilinear_lstm_reid_recipe
 
 
@@ -19,4 +19,4 @@ def get_config(arg=None):
   if not arg.runlocal:  # people are tall: 448 x 224, with room for the +-3 / +-5 px shifts
     c.dataset.image_size, c.dataset.image_width = 448, 224
     c.dataset.resize_size, c.dataset.resize_width = 454, 234
-  return c
+  return smoke_run(c) if arg.runlocal else c  # + random init (no ImageNet weights)

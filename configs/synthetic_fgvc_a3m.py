@@ -8,7 +8,7 @@ The paper's claim checked here: A3M > Baseline-1 (the category branch alone,
 `:ablation=baseline1`). Backbone: the D stream of configs/synthetic_fgvc_bcnn.py (8x8 grid).
 
 `:weights=DIR` starts the backbones from `python -m benchmarks.pretrain --out=DIR` (the
-pretrained layers at 0.1x the learning rate); without it they start from scratch.
+pretrained layers train at the full learning rate); without it they start from scratch.
 """
 
 import ml_collections

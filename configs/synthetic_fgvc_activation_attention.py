@@ -10,7 +10,7 @@ same epochs as scale 1 of the 3-scale run). Optimiser as configs/synthetic_activ
 Epochs: 20 for scale 1, 10 for each later scale.
 
 `:weights=DIR` starts the backbones from `python -m benchmarks.pretrain --out=DIR` (the
-pretrained layers at 0.1x the learning rate); without it they start from scratch.
+pretrained layers train at the full learning rate); without it they start from scratch.
 """
 
 import ml_collections

@@ -9,7 +9,7 @@ Streams (`fgjax.default_config.fgvc_streams`): [D,M] by default, the small stand
 backbone). Recipe: `synthetic_fgvc_recipe` (SGD, cosine, 40 epochs).
 
 `:weights=DIR` starts the backbones from `python -m benchmarks.pretrain --out=DIR` (the
-pretrained layers at 0.1x the learning rate); without it they start from scratch.
+pretrained layers train at the full learning rate); without it they start from scratch.
 """
 
 from fgjax.default_config import (fgvc_streams, fgvc_weights, get_base_config, parse_arg,

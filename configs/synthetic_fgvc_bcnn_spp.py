@@ -6,7 +6,7 @@ python -m fgjax.train --config=configs/synthetic_fgvc_bcnn_spp.py --workdir=/tmp
 Wu & Wang 2017 report B-CNN+SPP above B-CNN [D,M] (their baselines 4 and 5).
 
 `:weights=DIR` starts the backbones from `python -m benchmarks.pretrain --out=DIR` (the
-pretrained layers at 0.1x the learning rate); without it they start from scratch.
+pretrained layers train at the full learning rate); without it they start from scratch.
 """
 
 from fgjax.default_config import (fgvc_streams, fgvc_weights, get_base_config, parse_arg,

@@ -9,7 +9,7 @@ Settings are those of configs/synthetic_bilinear_lstm.py, measured on synthetic_
 last-cell readout, dropout 0.2.
 
 `:weights=DIR` starts the backbones from `python -m benchmarks.pretrain --out=DIR` (the
-pretrained layers at 0.1x the learning rate); without it they start from scratch.
+pretrained layers train at the full learning rate); without it they start from scratch.
 """
 
 from fgjax.default_config import (fgvc_streams, fgvc_weights, get_base_config, parse_arg,

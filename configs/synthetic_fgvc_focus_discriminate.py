@@ -9,7 +9,7 @@ The paper's claim checked here: hybrid > image-level only (`:image_level`, the p
 no hybrid module, prediction from the image-level classifier).
 
 `:weights=DIR` starts the backbones from `python -m benchmarks.pretrain --out=DIR` (the
-pretrained layers at 0.1x the learning rate); without it they start from scratch.
+pretrained layers train at the full learning rate); without it they start from scratch.
 """
 
 import ml_collections

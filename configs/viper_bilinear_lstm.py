@@ -9,7 +9,7 @@ python -m fgjax.train --config=configs/viper_bilinear_lstm.py:split=0,runlocal -
 The argument is `split=K` (K = 0..9, default 0), optionally with `,runlocal`.
 """
 
-from fgjax.default_config import get_base_config, parse_arg
+from fgjax.default_config import get_base_config, parse_arg, smoke_run
 from fgjax.methods.bilinear_lstm import bilinear_lstm_reid_recipe
 
 
@@ -22,4 +22,4 @@ def get_config(arg=None):
                                 gallery_split=f'{split}_gallery', runlocal=arg.runlocal)
   c.dataset.name = 'viper'
   c.dataset.train_split = f'{split}_train'
-  return c
+  return smoke_run(c) if arg.runlocal else c  # + random init (no ImageNet weights)

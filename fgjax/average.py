@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 from absl import app
 import numpy as np
@@ -51,12 +50,9 @@ def average(results: list[dict], names: list[str]) -> dict:
 def main(argv):
   dirs = argv[1:]
   if not dirs:
-    raise app.UsageError('give the workdirs of the runs to average')
-  try:
-    result = average([read_metrics(d) for d in dirs], dirs)
-  except (FileNotFoundError, ValueError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+    raise app.UsageError('give the workdirs of the runs to average: python -m fgjax.average DIR '
+                         '[DIR ...] [--out FILE]')
+  result = average([read_metrics(d) for d in dirs], dirs)
   if cli.OUT.value:
     with open(cli.OUT.value, 'w') as f:
       json.dump(result, f, indent=2)
@@ -64,4 +60,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  # A missing or mismatched run: exit 2 with one ERROR line (fgjax.cli).
+  cli.run(main, shared=('out',), user_errors=(FileNotFoundError, ValueError))

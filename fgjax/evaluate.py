@@ -15,7 +15,8 @@ stdout). Plots (process 0 only; see fgjax/evaluation/plots.py) go to WORKDIR/plo
 svm_top1 / svm_mean_per_class on the evaluated split (fgjax/evaluation/svm.py; needs scikit-learn:
 pip install 'fgjax[svm]').
 
-Exit codes: 0 done; 2 a config, workdir, split or option problem (the message says what to do).
+Exit codes: 0 done; 2 a config, workdir, split or option problem: one line `ERROR: ...` says what
+to do (the traceback too with --verbosity=1 or FGJAX_TRACEBACK=1).
 """
 
 from __future__ import annotations
@@ -186,20 +187,20 @@ def evaluate_latest(config, workdir: str, split: str | None = None, *, plots_on:
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])} (flags take the form '
+                         '--name=value; --help lists them)')
   cli.start()
+  log = lambda m: print(m, file=sys.stderr, flush=True)
+  config = cli.CONFIG.value
+  if config is not None:
+    config = run.resolve_config(config, cli.overridden_fields(), log)
   svm = None
   if _SVM.value:
     svm = {'C': _SVM_C.value, 'loss': _SVM_LOSS.value, 'normalize': _SVM_NORMALIZE.value,
            'train_splits': _SVM_TRAIN_SPLITS.value, 'embedding': _SVM_EMBEDDING.value}
-  try:
-    result = evaluate_latest(cli.CONFIG.value, cli.WORKDIR.value, cli.SPLIT.value,
-                             plots_on=_PLOTS.value, svm=svm,
-                             retrieval_queries=_RETRIEVAL_QUERIES.value,
-                             log=lambda m: print(m, file=sys.stderr, flush=True))
-  except (FileNotFoundError, ValueError, ImportError) as e:
-    print(f'ERROR: {e}', file=sys.stderr, flush=True)
-    sys.exit(2)
+  result = evaluate_latest(config, run.expand_path(cli.WORKDIR.value), cli.SPLIT.value,
+                           plots_on=_PLOTS.value, svm=svm,
+                           retrieval_queries=_RETRIEVAL_QUERIES.value, log=log)
   where = result.pop('plots', None)
   if where:
     print(f'wrote plots to {where}', flush=True)
@@ -207,6 +208,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  # Marked here, not at import: fgjax.cli's flags are shared with the other commands.
-  flags.mark_flags_as_required(['workdir'])
-  app.run(main)
+  # Required here, not at import: fgjax.cli's flags are shared with the other commands.
+  cli.run(main, shared=('config', 'workdir', 'split'), required=('workdir',),
+          user_errors=(FileNotFoundError, ValueError, ImportError))

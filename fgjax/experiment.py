@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 
 from fgjax import methods, optim, sharding
+from fgjax.default_config import ConfigError, error_text
 from fgjax.evaluation import protocols
 from fgjax.data import augment, datasets
+from fgjax.methods.common import IMAGENET_BACKBONES
 
 
 @dataclasses.dataclass
@@ -106,8 +109,92 @@ def _prepare_once(cfg, log):
   return datasets.prepare(cfg, log=lambda m: None)
 
 
+def _weight_fields(model) -> list[tuple[str, str]]:
+  """(backbone field, its weight-directory field) of a config.model: backbone / backbone_pretrained,
+  backbone_a / backbone_a_pretrained, ..."""
+  return [(k[:-len('_pretrained')], k) for k in model if k.endswith('_pretrained')
+          and k[:-len('_pretrained')] in model]
+
+
+def random_init_note(config) -> str | None:
+  """The log line of a run whose backbones start from random init on purpose
+  (config.model.allow_random_init, e.g. a `:runlocal` smoke run), else None."""
+  m = config.get('model', {})
+  if not m.get('allow_random_init', False):
+    return None
+  fields = [f'{b}={m[b]!r}' for b, w in _weight_fields(m) if m[b] and not m[w]]
+  if not fields:
+    return None
+  return (f'random init (allow_random_init, no pretrained weights): config.model.'
+          f'{", config.model.".join(fields)}')
+
+
+def _dataset_files_missing(cfg) -> str | None:
+  """A one-paragraph description of a dataset that is not prepared and whose files are not in its
+  manual dir (what to download, where to put it), or None. Looks, never builds."""
+  builder = datasets.make_builder(cfg)
+  instructions = getattr(builder, 'MANUAL_DOWNLOAD_INSTRUCTIONS', None)
+  if builder.is_prepared() or not instructions:
+    return None
+  manual = os.path.expanduser(cfg.manual_dir) if cfg.manual_dir else None
+  if manual and os.path.isdir(manual) and os.listdir(manual):
+    return None  # files are there: the build reports any that are missing
+  where = (f'config.dataset.manual_dir={manual} is missing or empty' if manual
+           else 'config.dataset.manual_dir is not set')
+  return (f'dataset {cfg.name!r} is not prepared in {builder.data_dir} and {where}: '
+          f'{" ".join(instructions.split())} Then pass --config.dataset.manual_dir=DIR (or run '
+          f'python -m fgjax.data.prepare {cfg.name} --manual_dir=DIR once)')
+
+
+def check_prerequisites(config) -> None:
+  """Every missing prerequisite of a run in one ConfigError, before any work: the ImageNet weight
+  directories its backbones need (config.model.*_pretrained) and, when some are missing, the
+  dataset files too (a missing dataset alone is reported by its build, which names each file)."""
+  m = config.model
+  problems, unset = [], False
+  for backbone, weights in _weight_fields(m):
+    directory, arch = m[weights], m[backbone]
+    imagenet = isinstance(arch, str) and arch in IMAGENET_BACKBONES
+    write = (f'convert --arch {arch} --src FILE' if imagenet
+             else 'export --workdir=RUN')  # a backbone of a fgjax run (e.g. small_cnn)
+    if directory and not os.path.isdir(directory):
+      problems.append(f'config.model.{weights}={directory}: no such directory (write it with '
+                      f'python -m fgjax.pretrained {write} --out {directory})')
+    elif not directory and imagenet and not m.get('allow_random_init', False):
+      unset = True
+      problems.append(f'config.model.{backbone}={arch!r} needs ImageNet weights: convert them once '
+                      f'(python -m fgjax.pretrained {write} --out DIR) and pass '
+                      f'--config.model.{weights}=DIR')
+  if not problems:
+    return
+  data = _dataset_files_missing(config.dataset)
+  if data:
+    problems.append(data)
+  text = problems[0] if len(problems) == 1 else (
+      'missing before training can start:\n' + '\n'.join(f'  - {p}' for p in problems))
+  if unset:
+    text += ('; ' if len(problems) == 1 else '\n') + (
+        'or pass --config.model.allow_random_init=True to train from random init on purpose (as '
+        "a config's :runlocal smoke run does)")
+  raise ConfigError(text)
+
+
 def setup(config: ml_collections.ConfigDict, mesh=None, log=print) -> Experiment:
-  """Validate `config`, prepare the dataset, build the model (abstractly). No compilation."""
+  """Validate `config`, prepare the dataset, build the model (abstractly). No compilation.
+
+  Every problem found here is a config problem: a ValueError, KeyError or AttributeError (a field
+  the config lacks) is raised as a `ConfigError` with the same message (the original as its
+  cause); FileNotFoundError (dataset files) is passed on as it is.
+  """
+  try:
+    return _setup(config, mesh, log)
+  except ConfigError:
+    raise
+  except (ValueError, KeyError, AttributeError) as e:
+    raise ConfigError(error_text(e)) from e
+
+
+def _setup(config, mesh, log) -> Experiment:
   method = methods.get(config.method)
   methods.compute_dtype(config)
   datasets.builder_class(config.dataset.name)
@@ -116,10 +203,12 @@ def setup(config: ml_collections.ConfigDict, mesh=None, log=print) -> Experiment
   _check_batch(config.eval.batch_size, 'config.eval.batch_size', mesh)
   d = config.dataset
   _check_geometry(d)
-  # The dataset comes first (a missing dataset is the first thing a new user meets, and its error
-  # carries the download/manual_dir instructions); a built dataset is opened in seconds.
-  builder, meta = _prepare_once(config.dataset, log)
+  # Before any work: every missing prerequisite (weights, dataset files) in one message, then the
+  # method's checks (names, grids, weight directories), then the dataset (a built one opens in
+  # seconds; a missing one's error lists the files to download and where to put them).
+  check_prerequisites(config)
   method.check_config(config)
+  builder, meta = _prepare_once(config.dataset, log)
   meta.check_split(config.dataset.train_split, 'config.dataset.train_split')
   meta.check_split(config.dataset.eval_split, 'config.dataset.eval_split')
   batch_keys = methods.resolve_keys(method.batch_keys, config)

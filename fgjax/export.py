@@ -14,8 +14,9 @@ Arrays in the file:
 - metadata (0-d string / int arrays): `split`, `method`, `dataset`, `embedding`, `step`.
 Progress (n/total, img/s) goes to stderr when stderr is a terminal or with --progress.
 
-Exit codes: 0 done; 2 a bad workdir, split, embedding name or output path (the message says
-what to change, and lists the valid names).
+Exit codes: 0 done; 2 a bad workdir, split, embedding name or output path: one line
+`ERROR: ...` says what to change and lists the valid names (the traceback too with
+--verbosity=1 or FGJAX_TRACEBACK=1).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ _OVERWRITE = flags.DEFINE_boolean('overwrite', False, 'Replace --out if it exist
 
 
 def check_out(out: str, overwrite: bool) -> str:
-  out = os.path.abspath(os.path.expanduser(out))
+  out = os.path.abspath(run.expand_path(out))
   if not out.endswith('.npz'):
     raise ValueError(f'--out={out} must end with .npz')
   if os.path.exists(out) and not overwrite:
@@ -91,22 +92,24 @@ def export(workdir: str, split: str, out: str, embedding: str | None = None, *,
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])} (flags take the form '
+                         '--name=value; --help lists them)')
   cli.start()
+  log = lambda m: print(m, file=sys.stderr, flush=True)
+  config = cli.CONFIG.value
+  if config is not None:
+    config = run.resolve_config(config, cli.overridden_fields(), log)
   show = cli.PROGRESS.value or sys.stderr.isatty()
   progress = writers.StatusLine(f'export {cli.SPLIT.value}',
                                 enabled=show and jax.process_index() == 0)
-  try:
-    path = export(cli.WORKDIR.value, cli.SPLIT.value, cli.OUT.value, _EMBEDDING.value,
-                  overwrite=_OVERWRITE.value, config=cli.CONFIG.value, progress=progress,
-                  log=lambda m: print(m, file=sys.stderr, flush=True))
-  except (FileNotFoundError, FileExistsError, ValueError) as e:
-    print(f'ERROR: {e}', file=sys.stderr, flush=True)
-    sys.exit(2)
+  path = export(run.expand_path(cli.WORKDIR.value), cli.SPLIT.value, cli.OUT.value,
+                _EMBEDDING.value, overwrite=_OVERWRITE.value, config=config, progress=progress,
+                log=log)
   print(f'wrote {path}', flush=True)
 
 
 if __name__ == '__main__':
-  # Marked here, not at import: fgjax.cli's flags are shared with the other commands.
-  flags.mark_flags_as_required(['workdir', 'split', 'out'])
-  app.run(main)
+  # Required here, not at import: fgjax.cli's flags are shared with the other commands.
+  cli.run(main, shared=('config', 'workdir', 'split', 'out', 'progress'),
+          required=('workdir', 'split', 'out'),
+          user_errors=(FileNotFoundError, FileExistsError, ValueError))

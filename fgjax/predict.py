@@ -13,7 +13,8 @@ predict_fn logits, as evaluation does).
 
 Output: one JSON line per image on stdout, {"path", "topk": [{"class", "name", "prob"}, ...]}
 (+ "overlay": the PNG written), probabilities = softmax of the logits, sorted high to low. On
-stderr: `SKIP path: reason` for every unreadable file (the run goes on), progress (n/total, img/s)
+stderr: `SKIP path: reason` for every unreadable file (the run goes on), `WARNING path: ...` for
+a tiny image (predicted all the same; fgjax.images.tiny_image_warning), progress (n/total, img/s)
 when stderr is a terminal or with --progress, and a summary line. With --overlays=OUT, a PNG per
 image OUT/<relative name with / replaced by __>.png (the relative name is the file's basename, or
 the folder's name and the path inside it) showing the method's `attention_panels`
@@ -27,7 +28,7 @@ import json
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -199,7 +200,12 @@ def run(predictor: Predictor, paths, *, topk: int | None = None, overlays_dir: s
 
   for f in files:
     try:
-      pending.append((f, predictor.preprocess(images_lib.read_image(f.path))))
+      image = images_lib.read_image(f.path)
+      tiny = images_lib.tiny_image_warning(image.shape, augment.input_hw(predictor.config.dataset))
+      if tiny:
+        bar.clear()
+        print(f'WARNING {f.path}: {tiny}', file=err, flush=True)
+      pending.append((f, predictor.preprocess(image)))
     except (images_lib.ImageError, ValueError) as e:  # ValueError: too small for the crop
       bar.clear()
       print(f'SKIP {f.path}: {e}', file=err, flush=True)
@@ -223,7 +229,8 @@ def _write_overlay(predictor, name, image, outputs, index, probs, overlays_dir, 
   while base in used:
     base, n = f'{stem}_{n}.png', n + 1
   used.add(base)
-  options = {'cell': cell}
+  info = getattr(predictor.exp.builder, 'info', None)  # the dataset's names (a3m's attributes)
+  options = {'cell': cell, 'metadata': dict(getattr(info, 'metadata', None) or {})}
   try:
     panels = predictor.method.attention_panels(outputs, index, predictor.config, options)
   except ValueError as e:
@@ -238,20 +245,17 @@ def _write_overlay(predictor, name, image, outputs, index, probs, overlays_dir, 
 
 def main(argv):
   cli.start()
-  try:
-    if len(argv) < 2:
-      raise PredictError('no image or folder given: python -m fgjax.predict --workdir=DIR '
-                         'IMAGE_OR_FOLDER...')
-    cell = parse_cell(_CELL.value)
-    predictor = load(cli.WORKDIR.value, _STEP.value, _BATCH_SIZE.value)
-    run(predictor, argv[1:], topk=_TOPK.value, overlays_dir=_OVERLAYS.value, cell=cell,
-        progress=True if cli.PROGRESS.value else None)
-  except PredictError as e:
-    print(f'ERROR: {e}', file=sys.stderr, flush=True)
-    sys.exit(2)
+  if len(argv) < 2:
+    raise PredictError('no image or folder given: python -m fgjax.predict --workdir=DIR '
+                       'IMAGE_OR_FOLDER...')
+  cell = parse_cell(_CELL.value)
+  predictor = load(run_lib.expand_path(cli.WORKDIR.value), _STEP.value, _BATCH_SIZE.value)
+  run(predictor, argv[1:], topk=_TOPK.value, overlays_dir=_OVERLAYS.value, cell=cell,
+      progress=True if cli.PROGRESS.value else None)
 
 
 if __name__ == '__main__':
-  # Marked here, not at import: fgjax.cli's flags are shared with the other commands.
-  flags.mark_flags_as_required(['workdir'])
-  app.run(main)
+  # Required here, not at import: fgjax.cli's flags are shared with the other commands. A
+  # PredictError (workdir, checkpoint, option, no readable image) exits 2 with one ERROR line.
+  cli.run(main, shared=('workdir', 'progress'), required=('workdir',),
+          user_errors=(PredictError,))

@@ -11,7 +11,13 @@ names; MatConvNet `imagenet-vgg-m.mat` (scipy.io) for `vggm`.
 DIR gets an Orbax pytree `{'params', 'batch_stats'}` for the backbone with its ImageNet head,
 `preprocessing.json` (the mean/std/channel order these weights expect, so a config cannot pair
 them with the wrong input normalisation) and `source.json` (arch, source file and its sha256).
-Load it with `config.model.backbone_a_pretrained=DIR` (B-CNN streams) or `config.init_from`.
+Load it with the weight field of the method (`weights_hint`): `config.model.backbone_pretrained=DIR`
+(the one-backbone methods: a3m, activation_attention, focus_discriminate, classifier),
+`config.model.backbone_a_pretrained=DIR` / `backbone_b_pretrained=DIR` (the streams of bcnn,
+bcnn_spp, bilinear_lstm), or `config.init_from`. `--method NAME` names that method's fields only.
+
+Errors (a missing or unreadable file, an existing --out) exit 2 with one line `ERROR: ...` (the
+traceback too with --verbosity=1 or FGJAX_TRACEBACK=1).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import scipy.io
 
-from fgjax import checkpoint
+from fgjax import checkpoint, cli, methods
 from fgjax.models import backbones
 from fgjax.models.backbones import preprocessing as prep_lib, resnet, small, vgg
 
@@ -154,6 +160,12 @@ def export(workdir: str, out: str, prefix: str = 'backbone') -> str:
 
 
 def read_source_info(directory: str) -> dict:
+  """The source.json of a weight directory (arch, source file, ...); FileNotFoundError naming what
+  is missing: the directory itself, or its source.json (then it is not a weight directory)."""
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f'the weight directory {directory} does not exist: write it with '
+                            f'python -m fgjax.pretrained convert --arch ARCH --src FILE '
+                            f'--out {directory}')
   path = os.path.join(directory, 'source.json')
   if not os.path.exists(path):
     raise FileNotFoundError(f'{path} is missing: {directory} was not written by '
@@ -162,29 +174,67 @@ def read_source_info(directory: str) -> dict:
     return json.load(f)
 
 
+def weights_hint(out: str, method: str | None = None) -> str:
+  """How to load the weight directory `out`: the `*_pretrained` fields of `method`, or of every
+  method (grouped by field, with the methods that have it)."""
+  names = [method] if method else methods.list_methods()
+  users: dict[str, list[str]] = {}
+  for name in names:
+    for field in methods.get(name).default_model_config():
+      if field.endswith('_pretrained'):
+        users.setdefault(field, []).append(name)
+  if method:
+    return 'use it with ' + ' or '.join(f'--config.model.{f}={out}' for f in users)
+  groups = {}
+  for field, who in users.items():
+    groups.setdefault(tuple(who), []).append(field)
+  return 'use it with ' + '; '.join(
+      ' or '.join(f'--config.model.{f}={out}' for f in fields) + f' ({", ".join(who)})'
+      for who, fields in groups.items())
+
+
+class _Parser(argparse.ArgumentParser):
+  """argparse with fgjax's usage errors: one line `ERROR: ...`, exit status 2."""
+
+  def error(self, message):
+    print(f'ERROR: {message} ({self.prog} --help)', file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog='python -m fgjax.pretrained', description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  sub = parser.add_subparsers(dest='command', required=True)
-  conv = sub.add_parser('convert', help='convert an ImageNet weight file into a weight directory')
+  argv = sys.argv[1:] if argv is None else list(argv)
+  parser = _Parser(prog='python -m fgjax.pretrained', description=__doc__,
+                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  common = argparse.ArgumentParser(add_help=False)
+  common.add_argument('-v', '--verbosity', type=int, default=0,
+                      help='1: print the traceback of an error too')
+  sub = parser.add_subparsers(dest='command', required=True, parser_class=_Parser)
+  conv = sub.add_parser('convert', parents=[common],
+                        help='convert an ImageNet weight file into a weight directory')
   conv.add_argument('--arch', required=True, choices=ARCHS)
   conv.add_argument('--src', required=True, help='.pth/.pt/.safetensors/.npz (torchvision names) '
                     'or .mat (MatConvNet, vggm)')
   conv.add_argument('--out', required=True, help='output directory (must not hold weights yet)')
-  exp = sub.add_parser('export', help="a fgjax run's backbone as a weight directory")
+  conv.add_argument('--method', choices=methods.list_methods(),
+                    help='the method that will load it: its weight fields are named at the end')
+  exp = sub.add_parser('export', parents=[common],
+                       help="a fgjax run's backbone as a weight directory")
   exp.add_argument('--workdir', required=True, help='a run written by python -m fgjax.train')
   exp.add_argument('--out', required=True, help='output directory (must not hold weights yet)')
   exp.add_argument('--prefix', default='backbone',
                    help="the run's backbone field / param subtree (backbone, backbone_a, ...)")
+  exp.add_argument('--method', choices=methods.list_methods(),
+                   help='the method that will load it: its weight fields are named at the end')
   args = parser.parse_args(argv)
+  expand = lambda p: os.path.expanduser(os.path.expandvars(p))
   try:
-    out = (export(args.workdir, args.out, args.prefix) if args.command == 'export'
-           else convert(args.arch, args.src, args.out))
-  except (FileNotFoundError, FileExistsError, ValueError) as e:
-    print(f'ERROR: {e}', file=sys.stderr)
+    out = (export(expand(args.workdir), expand(args.out), args.prefix)
+           if args.command == 'export' else convert(args.arch, expand(args.src), expand(args.out)))
+  except (FileNotFoundError, FileExistsError, ValueError, ImportError) as e:
+    cli.report(e, ['pretrained'] + argv)
     return 2
-  print(f'wrote {out} (weights/, preprocessing.json, source.json); use it with '
-        f'config.model.backbone_a_pretrained={out}')
+  print(f'wrote {out} (weights/, preprocessing.json, source.json); '
+        f'{weights_hint(out, args.method)}')
   return 0
 
 

@@ -24,7 +24,7 @@ import os
 import ml_collections
 
 from fgjax import checkpoint, experiment, methods, state as state_lib
-from fgjax.default_config import get_base_config
+from fgjax.default_config import ConfigError, derive_resize, get_base_config
 
 # Fields that may change between a run and its resumption without changing what is computed.
 RESUMABLE_CHANGES = ('train.log_every_steps', 'train.eval_every_steps',
@@ -32,9 +32,66 @@ RESUMABLE_CHANGES = ('train.log_every_steps', 'train.eval_every_steps',
                      'train.allow_config_change', 'dataset.num_threads', 'dataset.prefetch',
                      'dataset.data_dir', 'dataset.manual_dir', 'eval.batch_size')
 
+# Config fields that hold paths (besides every config.model.*_pretrained): `resolve_config` expands
+# `~` and environment variables in them.
+PATH_FIELDS = ('dataset.data_dir', 'dataset.manual_dir', 'init_from.path')
 
-class ConfigError(ValueError):
-  """A config, workdir or dataset problem found before training (printed without a traceback)."""
+
+def expand_path(path: str | None) -> str | None:
+  """`path` with environment variables ($HOME, ${VAR}) and `~` expanded (None and '' unchanged):
+  a shell leaves `~` alone after `=` (--config.model.backbone_pretrained=~/weights/resnet50)."""
+  return os.path.expanduser(os.path.expandvars(path)) if path else path
+
+
+def path_fields(config) -> list[str]:
+  """The dotted names of the path fields `config` has (PATH_FIELDS, config.model.*_pretrained)."""
+  model = [f'model.{k}' for k in config.get('model', {}) if k.endswith('_pretrained')]
+  return [f for f in PATH_FIELDS if _has(config, f)] + model
+
+
+def _has(config, dotted: str) -> bool:
+  node = config
+  for key in dotted.split('.'):
+    if not isinstance(node, (dict, ml_collections.ConfigDict)) or key not in node:
+      return False
+    node = node[key]
+  return True
+
+
+def resolve_config(config: ml_collections.ConfigDict, overridden=(),
+                   log=lambda m: None) -> ml_collections.ConfigDict:
+  """The config as fgjax runs it (a locked copy; `config` is not changed):
+
+  1. `~` and environment variables expanded in every path field (`path_fields`);
+  2. when `overridden` (the dotted fields set on the command line) has config.dataset.image_size
+     (image_width) but not resize_size (resize_width), the resize side derived from the new input
+     side (`fgjax.default_config.derive_resize`), so that --config.dataset.image_size=448 alone
+     works on a config written for 64x64 inputs. Each derived value is named through `log`.
+  """
+  config = config.copy_and_resolve_references()
+  for dotted in path_fields(config):
+    *parents, leaf = dotted.split('.')
+    node = config
+    for key in parents:
+      node = node[key]
+    if isinstance(node[leaf], str):
+      node[leaf] = expand_path(node[leaf])
+  _derive_resize(config, set(overridden), log)
+  config.lock()
+  return config
+
+
+def _derive_resize(config, overridden: set, log) -> None:
+  if 'dataset' not in config or config.dataset.get('resize', 'fixed') == 'none':
+    return
+  d = config.dataset
+  height = 'dataset.image_size' in overridden
+  width = 'dataset.image_width' in overridden or (height and not d.image_width)
+  derived = derive_resize(d, height and 'dataset.resize_size' not in overridden,
+                          width and 'dataset.resize_width' not in overridden)
+  if derived:
+    log(f'{", ".join(derived)}: derived from the input size set on the command line (set it '
+        'too to choose another)')
 
 
 def _fill_missing(raw: dict, defaults: dict, prefix: str = '', depth: int = 2) -> list[str]:
@@ -102,9 +159,7 @@ def load_config(workdir: str, log=lambda m: None) -> ml_collections.ConfigDict:
         f'{path} sets {", ".join("config.model." + k for k in unknown)}, which method '
         f'{raw["method"]!r} does not have (removed from fgjax since the run was written); its '
         f'fields: {", ".join(valid)}')
-  config = ml_collections.ConfigDict(raw)
-  config.lock()
-  return config
+  return resolve_config(ml_collections.ConfigDict(raw))
 
 
 def _flat_json(tree, prefix=''):

@@ -4,6 +4,15 @@ The trainer knows a method only through `fgjax.methods.Method` (model builder, l
 Steps are `jax.jit`s with NamedShardings over the mesh (state replicated, batch sharded on
 ``data``) and donate the state. Each step function is compiled ahead of time once per stage
 (`.lower().compile()`), so compile time is reported separately from throughput.
+
+Stopping: SIGTERM (preemption) and SIGINT (Ctrl-C) stop the run after the current step with a
+checkpoint of it; rerunning the command resumes there and ends with an uninterrupted run's
+parameters. After SIGTERM `train_and_evaluate` returns None (exit 0: schedulers that requeue
+expect it); after SIGINT it prints 'interrupted at step N; ...' and raises `Interrupted` (exit
+130). Further signals while stopping are ignored, so a second Ctrl-C cannot tear the checkpoint.
+Several processes agree on the step to stop at (`_Run.stop_agreed`).
+
+One run per workdir: process 0 holds WORKDIR/.lock while it trains (`fgjax.workdir_lock`).
 """
 
 from __future__ import annotations
@@ -12,16 +21,18 @@ import json
 import os
 import re
 import signal
+import sys
 import threading
 import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from fgjax import checkpoint as ckpt_lib
 from fgjax import experiment as experiment_lib
-from fgjax import optim, run as run_lib, sharding, writers
+from fgjax import optim, run as run_lib, sharding, workdir_lock, writers
 from fgjax.data import pipeline
 from fgjax.evaluation import protocols
 from fgjax.state import TrainState, init_state, restore, variables
@@ -29,6 +40,15 @@ from fgjax.state import TrainState, init_state, restore, variables
 
 class NonFiniteError(FloatingPointError):
   pass
+
+
+class Interrupted(KeyboardInterrupt):
+  """Training stopped by SIGINT (Ctrl-C) after writing the checkpoint of step `step`; rerunning
+  the same command resumes there. A KeyboardInterrupt, so that `except Exception` passes it on."""
+
+  def __init__(self, step: int):
+    super().__init__(f'interrupted at step {step}; rerun the same command to resume')
+    self.step = step
 
 
 def make_train_step(exp: experiment_lib.Experiment, tx: optax.GradientTransformation):
@@ -75,27 +95,48 @@ class _Run:
     self.exp, self.workdir, self.log = exp, workdir, log
     self.is_main = jax.process_index() == 0
     self.ckpts = ckpt_lib.Checkpoints(workdir, exp.config.train.max_checkpoints_to_keep)
-    self.writer = writers.MetricWriter(workdir, active=self.is_main)
-    self.preempted = False  # set by SIGTERM (see _on_sigterm)
+    self.writer = None  # a writers.MetricWriter once the resumed step is known (open_writer)
+    self.preempted = False  # set by SIGTERM (see _on_signal)
+    self.interrupted = False  # set by SIGINT
 
-  def _on_sigterm(self, signum, frame):  # pylint: disable=unused-argument
-    self.preempted = True
+  def open_writer(self, resume_step: int) -> None:
+    self.writer = writers.MetricWriter(self.workdir, active=self.is_main, resume_step=resume_step)
 
-  def preemption_agreed(self, step: int) -> bool:
-    """Whether to stop for SIGTERM after `step`. Several processes decide together (an all-gather
-    every train.preemption_sync_every_steps), so all of them checkpoint the same step."""
+  def _on_signal(self, signum, frame):  # pylint: disable=unused-argument
+    # os.write: print() is not safe in a signal handler (it may interrupt a print to stderr).
+    if self.interrupted or self.preempted:
+      os.write(2, b'already stopping: writing the checkpoint, please wait\n')
+    elif signum == signal.SIGINT:
+      os.write(2, b'interrupt: stopping after this step and writing a checkpoint\n')
+    if signum == signal.SIGINT:
+      self.interrupted = True
+    else:
+      self.preempted = True
+
+  def stop_agreed(self, step: int) -> str | None:
+    """'SIGINT' or 'SIGTERM' when the run stops after `step`, else None. Several processes decide
+    together (an all-gather every train.preemption_sync_every_steps), so all of them checkpoint the
+    same step and stop the same way: as interrupted when any process got SIGINT."""
     if jax.process_count() == 1:
-      return self.preempted
-    if step % self.exp.config.train.preemption_sync_every_steps:
-      return False
-    return sharding.any_process(self.preempted)
+      interrupted, stop = self.interrupted, self.interrupted or self.preempted
+    elif step % self.exp.config.train.preemption_sync_every_steps:
+      return None
+    else:
+      stop = sharding.any_process(self.interrupted or self.preempted)
+      interrupted = stop and sharding.any_process(self.interrupted)  # all processes call it
+    return ('SIGINT' if interrupted else 'SIGTERM') if stop else None
 
-  def catch_sigterm(self):
-    """Install the SIGTERM handler (main thread only); returns a function restoring the old one."""
+  def catch_signals(self):
+    """Install the SIGTERM and SIGINT handlers (main thread only); returns a function restoring
+    the previous ones."""
     if threading.current_thread() is not threading.main_thread():
       return lambda: None
-    previous = signal.signal(signal.SIGTERM, self._on_sigterm)
-    return lambda: signal.signal(signal.SIGTERM, previous)
+    previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def restore_previous():
+      for s, handler in previous.items():
+        signal.signal(s, handler)
+    return restore_previous
 
   def check_finite(self, state) -> None:
     """Stop (unless skipping) once any step so far had a non-finite loss or gradient."""
@@ -114,17 +155,6 @@ class _Run:
     self.ckpts.save(step, state, {'step': step, 'data_position': position,
                                   'stage': stage.index, 'stage_name': stage.name,
                                   'skipped_nonfinite_steps': int(state.num_skipped)})
-
-
-def _check_writable(workdir: str) -> None:
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f'.write_probe_{os.getpid()}')
-    with open(probe, 'w') as f:
-      f.write('ok')
-    os.remove(probe)
-  except OSError as e:
-    raise run_lib.ConfigError(f'workdir {workdir} is not writable: {type(e).__name__}: {e}') from e
 
 
 def _restore_or_init(run: _Run):
@@ -183,15 +213,20 @@ def _train_stage(run: _Run, stage: optim.Stage, state: TrainState, position: int
       f'in {time.perf_counter() - t0:.1f}s')
   step = int(state.step)
   progress.reset_clock(step)
+  window = []  # the step metrics since the last progress line (device arrays: no sync per step)
   while True:
     state, step_metrics = train_step(state, batch)
     step, position = step + 1, position + 1
+    window.append(step_metrics)
     if step % cfg.log_every_steps == 0 or step == stage.end_step:
-      scalars = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
+      window = jax.device_get(window)
+      scalars = {k: float(v) for k, v in window[-1].items()}
       scalars['lr'] = float(lr_fn(step - stage.start_step - 1))
       scalars['skipped_nonfinite'] = float(state.num_skipped)
       run.check_finite(state)
-      line, rate = progress.line(step, scalars)
+      line, rate = progress.line(step, {k: scalars[k] for k in ('lr', 'skipped_nonfinite')},
+                                 means=_finite_means(window), mean_of=len(window))
+      window = []
       log(line)
       run.writer.write(step, {**scalars, 'img_per_s': rate}, 'train')
     if cfg.eval_every_steps and step % cfg.eval_every_steps == 0 and step < exp.total_steps:
@@ -201,18 +236,32 @@ def _train_stage(run: _Run, stage: optim.Stage, state: TrainState, position: int
       progress.reset_clock(step)
     if step % cfg.checkpoint_every_steps == 0 or step == stop_after_steps:
       run.save(state, stage, position)
-    preempt = run.preemption_agreed(step)
-    if step == stop_after_steps or preempt:
-      if preempt:
+    signalled = run.stop_agreed(step)
+    if step == stop_after_steps or signalled:
+      if signalled:
         run.save(state, stage, position)
       run.ckpts.wait()
-      why = 'SIGTERM (preemption)' if preempt else 'stop_after_steps'
+      why = {'SIGTERM': 'SIGTERM (preemption)', 'SIGINT': 'SIGINT',
+             None: 'stop_after_steps'}[signalled]
       log(f'stopped after step {step} ({why}): checkpoint written to {run.ckpts.directory}; '
           'rerun the same command to resume')
+      if signalled == 'SIGINT':
+        raise Interrupted(step)
       return state, position, True
     if step >= stage.end_step:
       return state, position, False
     batch = next(batches)
+
+
+def _finite_means(window: list[dict]) -> dict:
+  """Each metric's mean over the steps of `window` whose value is finite (a skipped non-finite
+  step is counted in skipped_nonfinite, not averaged in); NaN when none is."""
+  means = {}
+  for k in window[0]:
+    values = np.asarray([m[k] for m in window], np.float64)
+    finite = values[np.isfinite(values)]
+    means[k] = float(finite.mean()) if finite.size else float('nan')
+  return means
 
 
 def _train_stages(run: _Run, state: TrainState, state_stage: int, position: int, batches,
@@ -233,13 +282,33 @@ def _train_stages(run: _Run, state: TrainState, state_stage: int, position: int,
   return state, position
 
 
+def _lock_workdir(workdir: str, log) -> workdir_lock.WorkdirLock | None:
+  """Process 0 takes WORKDIR/.lock (the others share its run); every process raises
+  `workdir_lock.WorkdirLockedError` when it could not."""
+  lock, error = None, None
+  if jax.process_index() == 0:
+    lock = workdir_lock.WorkdirLock(workdir, log)
+    try:
+      lock.acquire()
+    except workdir_lock.WorkdirLockedError as e:
+      error = e
+  if jax.process_count() > 1 and sharding.any_process(error is not None) and error is None:
+    error = workdir_lock.WorkdirLockedError(
+        f'workdir {workdir} is in use by another training run (process 0 says which)')
+  if error is not None:
+    raise error
+  return lock
+
+
 def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = None,
                        mesh=None, log=None) -> dict | None:
   """Train (resuming from WORKDIR if it has checkpoints), evaluate, write metrics.json.
 
   `stop_after_steps` ends the run early at that global step with a checkpoint, as if interrupted
   (for tests and debugging); the next call with the same workdir resumes there. Returns the final
-  evaluation metrics, or None when stopped early.
+  evaluation metrics, or None when stopped early (stop_after_steps, SIGTERM). Raises `Interrupted`
+  after SIGINT (see the module doc) and `workdir_lock.WorkdirLockedError` (a ConfigError) when
+  another run trains in WORKDIR.
   """
   is_main = jax.process_index() == 0
   log = log or ((lambda msg: print(msg, flush=True)) if is_main else (lambda msg: None))
@@ -248,17 +317,41 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
   except FileNotFoundError as e:  # e.g. dataset files missing: the message says what to do
     raise run_lib.ConfigError(str(e)) from e
   workdir = os.path.abspath(os.path.expanduser(workdir))
-  _check_writable(workdir)
+  workdir_lock.check_writable(workdir)
+  lock = _lock_workdir(workdir, log)
+  try:
+    return _train_and_evaluate_locked(exp, config, workdir, stop_after_steps, log)
+  except Interrupted as e:
+    if is_main:
+      print(e, file=sys.stderr, flush=True)
+    raise
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+def _train_and_evaluate_locked(exp, config, workdir, stop_after_steps, log) -> dict | None:
+  """train_and_evaluate once WORKDIR is locked: config.json, restore, the metric writers."""
+  is_main = jax.process_index() == 0
   if is_main:
     run_lib.write_config(config, workdir, log)
   run = _Run(exp, workdir, log)
   log(f'method {exp.method.name}, dataset {exp.meta.name} ({exp.meta.split_sizes}), '
       f'{exp.mesh.devices.size} device(s) on {jax.process_count()} process(es), '
       f'{exp.total_steps} steps ({exp.steps_per_epoch} per epoch)')
+  state, state_stage, position = _restore_or_init(run)
+  run.open_writer(int(state.step))
   log(f'workdir {workdir}: checkpoints in {run.ckpts.directory}, TensorBoard in '
       f'{run.writer.tensorboard_dir}, metrics in {run.writer.jsonl_path}')
+  try:
+    return _train_and_evaluate_run(run, state, state_stage, position, stop_after_steps)
+  finally:
+    run.writer.close()
 
-  state, state_stage, position = _restore_or_init(run)
+
+def _train_and_evaluate_run(run: _Run, state, state_stage, position, stop_after_steps):
+  """The stages from the restored state, the final checkpoint, the final evaluation."""
+  exp, log, workdir = run.exp, run.log, run.workdir
   cfg = exp.config.train
   batches = pipeline.train_batches(
       exp.source(exp.config.dataset.train_split), exp.config.dataset, keys=exp.batch_keys,
@@ -267,22 +360,28 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
   progress = writers.Progress(exp.total_steps, cfg.global_batch_size, exp.steps_per_epoch,
                               int(state.step))
   eval_step = protocols.make_eval_step(exp)
-  restore_sigterm = run.catch_sigterm()
+  restore_signals = run.catch_signals()  # until the final checkpoint is on disk
   try:
     stopped = _train_stages(run, state, state_stage, position, batches, progress, eval_step,
                             stop_after_steps)
+    if stopped is None:
+      return None
+    state, position = stopped
+    run.save(state, exp.stages[-1], position)
+    run.ckpts.wait()
+    interrupted = (sharding.any_process(run.interrupted) if jax.process_count() > 1
+                   else run.interrupted)
   finally:
-    restore_sigterm()
-  if stopped is None:
-    return None
-  state, position = stopped
+    restore_signals()
   step = int(state.step)
-  run.save(state, exp.stages[-1], position)
-  run.ckpts.wait()
-  result = {**protocols.evaluate(exp, state, eval_step=eval_step), 'step': step}
+  if interrupted:
+    raise Interrupted(step)
+  try:
+    result = {**protocols.evaluate(exp, state, eval_step=eval_step), 'step': step}
+  except KeyboardInterrupt:  # Ctrl-C during the final evaluation: the checkpoint is written
+    raise Interrupted(step) from None
   run.writer.write(step, {k: v for k, v in result.items() if k not in ('split', 'step')}, 'eval')
-  run.writer.close()
-  if is_main:
+  if run.is_main:
     with open(os.path.join(workdir, 'metrics.json'), 'w') as f:
       json.dump(result, f, indent=2)
   log('final evaluation: ' + json.dumps(result))

@@ -154,6 +154,8 @@ def check_prerequisites(config) -> None:
   problems, unset = [], False
   for backbone, weights in _weight_fields(m):
     directory, arch = m[weights], m[backbone]
+    if not arch:  # no such stream (e.g. backbone_b='': one shared stream): check_config says so
+      continue
     imagenet = isinstance(arch, str) and arch in IMAGENET_BACKBONES
     write = (f'convert --arch {arch} --src FILE' if imagenet
              else 'export --workdir=RUN')  # a backbone of a fgjax run (e.g. small_cnn)

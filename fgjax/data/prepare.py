@@ -9,11 +9,11 @@ dataset needs). Prints the split sizes and every image that was converted or ski
 """
 
 import json
-import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 import ml_collections
 
+from fgjax import cli
 from fgjax.data import datasets
 
 _MANUAL_DIR = flags.DEFINE_string('manual_dir', None, 'Folder with the official files.')
@@ -33,6 +33,9 @@ def prepare(name: str, manual_dir=None, data_dir=None, builder_config=None, log=
 
 
 def main(argv):
+  if not flags.FLAGS['verbosity'].present:  # as cli.start does for the other commands
+    logging.set_verbosity(logging.WARNING)
+    cli.quiet_third_party()
   if _LIST.value:
     print('\n'.join(datasets.list_datasets()))
     return 0
@@ -44,4 +47,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  sys.exit(app.run(main))
+  cli.run(main, user_errors=(FileNotFoundError, ValueError))

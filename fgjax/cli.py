@@ -362,12 +362,17 @@ def quiet_third_party() -> None:
     sys.stdout = QuietStdout(sys.stdout)
 
 
-def start() -> None:
+def quiet() -> None:
   """Quiet library INFO logs and other libraries' noise (`quiet_third_party`) unless --verbosity
-  was given, then start jax.distributed if needed."""
+  was given."""
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)
     quiet_third_party()
+
+
+def start() -> None:
+  """`quiet()`, then start jax.distributed if needed."""
+  quiet()
   what = sharding.initialize(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value,
                              _PROCESS_ID.value, _LOCAL_DEVICES.value)
   if what != 'single process':

@@ -10,7 +10,7 @@ dataset needs). Prints the split sizes and every image that was converted or ski
 
 import json
 
-from absl import app, flags, logging
+from absl import app, flags
 import ml_collections
 
 from fgjax import cli
@@ -33,9 +33,7 @@ def prepare(name: str, manual_dir=None, data_dir=None, builder_config=None, log=
 
 
 def main(argv):
-  if not flags.FLAGS['verbosity'].present:  # as cli.start does for the other commands
-    logging.set_verbosity(logging.WARNING)
-    cli.quiet_third_party()
+  cli.quiet()  # as cli.start does for the other commands
   if _LIST.value:
     print('\n'.join(datasets.list_datasets()))
     return 0

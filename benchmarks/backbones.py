@@ -11,7 +11,7 @@ For each (arch, input size, mode) prints one JSON line: `name`, `fgjax_img_s`, `
 timed steps after one warm-up step each). Modes: `fwd` (inference: BatchNorm running statistics,
 no gradients) and `fwd_bwd` (training mode: gradients of the mean final feature map with respect to
 every parameter; no optimizer update). Both frameworks run the convolutional trunk only (the
-`features` of the seeds: VGG relu5_x / VGG-M relu5 / ResNet layer4), NHWC in JAX and PyTorch's
+`features` the papers use: VGG relu5_x / VGG-M relu5 / ResNet layer4), NHWC in JAX and PyTorch's
 default contiguous NCHW. VGG-M has no torchvision model, so its peer is null.
 """
 

@@ -131,7 +131,7 @@ def load_config(data: str, run: str, seed: int, runlocal: bool, epochs_scale: fl
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   arg = RUNS[run][1]
-  if runlocal and ':runlocal' in open(path).read():
+  if runlocal:  # every config benchmarks.methods runs takes :runlocal
     arg = ','.join(a for a in (arg, 'runlocal') if a)
   if weights:  # the embedded benchmark's pretrained backbones (benchmarks.pretrain)
     arg = ','.join(a for a in (arg, f'weights={os.path.abspath(weights)}') if a)

@@ -4,7 +4,7 @@
 
 Datasets: `synthetic_parts/default` (64x64 PNGs upscaled) and a Cars196-layout fixture of 256
 photo-like 500x375 JPEGs (the size of typical CUB / Cars images), built here in a temp dir through
-the real `cars196` builder. Geometry as seed 000's B-CNN recipe: resize 454x458, crop 448,
+the real `cars196` builder. Geometry as Wu & Wang 2017's B-CNN recipe: resize 454x458, crop 448,
 flip, +-3/+-5 px shifts without padding. Prints one JSON line per dataset: img/s over `--batches`
 global batches after 3 warm-up batches, with `--threads` grain read threads.
 """

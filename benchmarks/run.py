@@ -4,8 +4,8 @@
     python -m benchmarks.run --suite gpu [...]        # exits 2 with a message when no GPU is seen
 
 Needs PyTorch next to fgjax for the peers (benchmark-only extra; docs/benchmarks.md):
-    python3 -m venv /work/benchenv && /work/benchenv/bin/pip install -e ".[test]"
-    /work/benchenv/bin/pip install torch==2.13.0 && /work/benchenv/bin/pip install --no-deps \
+    python3 -m venv ~/fgjax-bench && ~/fgjax-bench/bin/pip install -e ".[test]"
+    ~/fgjax-bench/bin/pip install torch==2.13.0 && ~/fgjax-bench/bin/pip install --no-deps \
         "torchvision==0.28.*"
 Without PyTorch the peer columns are null and each such row says why (`peer_skipped`).
 
@@ -363,14 +363,14 @@ def main(argv=None) -> int:
   names = [n for n in args.only.split(',') if n] or list(rows)
   unknown = [n for n in names if n not in rows]
   if unknown:
-    print(f'unknown row(s) {unknown} for --suite {args.suite}; valid: {", ".join(rows)}',
-          file=sys.stderr)
+    print(f'ERROR: --only: unknown row(s) {", ".join(unknown)} for --suite {args.suite}; '
+          f'valid: {", ".join(rows)}', file=sys.stderr)
     return 2
   if args.suite == 'gpu':
     gpus = [d for d in jax.devices() if d.platform == 'gpu']
     if not gpus:
-      print(f'--suite gpu needs a GPU, but JAX sees only {jax.devices()} (install the CUDA build: '
-            'pip install -U "jax[cuda12]==0.10.2"); nothing was measured', file=sys.stderr)
+      print(f'ERROR: --suite gpu needs a GPU, but JAX sees only {jax.devices()} (install the CUDA '
+            'build: pip install -U "jax[cuda12]==0.10.2"); nothing was measured', file=sys.stderr)
       return 2
     device = gpus[0]
   else:

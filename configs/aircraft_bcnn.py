@@ -1,4 +1,5 @@
-"""B-CNN [D,M] on FGVC-Aircraft (100 variants), seed 000's recipe (fgjax.methods.bcnn.bcnn_dm_recipe).
+"""B-CNN [D,M] on FGVC-Aircraft (100 variants), Wu & Wang 2017's recipe
+(fgjax.methods.bcnn.bcnn_dm_recipe).
 
 python -m fgjax.data.prepare fgvc_aircraft --manual_dir=DIR          # once (README "Datasets")
 python -m fgjax.train --config=configs/aircraft_bcnn.py --workdir=DIR \

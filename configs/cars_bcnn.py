@@ -1,4 +1,5 @@
-"""B-CNN [D,M] on Stanford Cars (196 models), seed 000's recipe (fgjax.methods.bcnn.bcnn_dm_recipe).
+"""B-CNN [D,M] on Stanford Cars (196 models), Wu & Wang 2017's recipe
+(fgjax.methods.bcnn.bcnn_dm_recipe).
 
 python -m fgjax.data.prepare cars196 --manual_dir=DIR          # once (README "Datasets")
 python -m fgjax.train --config=configs/cars_bcnn.py --workdir=DIR \

@@ -1,4 +1,5 @@
-"""B-CNN [D,M] on CUB-200-2011 (200 bird species), seed 000's recipe (fgjax.methods.bcnn.bcnn_dm_recipe).
+"""B-CNN [D,M] on CUB-200-2011 (200 bird species), Wu & Wang 2017's recipe
+(fgjax.methods.bcnn.bcnn_dm_recipe).
 
 python -m fgjax.data.prepare cub2011 --manual_dir=DIR          # once (README "Datasets")
 python -m fgjax.train --config=configs/cub_bcnn.py --workdir=DIR \

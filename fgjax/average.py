@@ -7,7 +7,7 @@ prints one JSON object: `runs` (the directories), `mean` and `std` (population) 
 metric, `per_run` (each run's metrics). All runs must report the same numeric metrics; a missing
 file or metric is an error naming it, so nothing is averaged over a partial set.
 
-VIPeR protocol (seed 000, table 3): train one model per split with
+VIPeR protocol (Wu & Wang 2017, Table 3): train one model per split with
 `--config=configs/viper_bilinear_lstm.py:split=K` (K = 0..9, one workdir each), then average.
 """
 

@@ -147,9 +147,11 @@ def test_gpu_suite_exits_2_without_a_gpu(capsys):
     pytest.skip('a GPU is present')
   assert run.main(['--suite', 'gpu', '--quick']) == 2
   err = capsys.readouterr()
-  assert 'needs a GPU' in err.err and err.out == ''
+  assert err.err.startswith('ERROR: --suite gpu needs a GPU') and err.out == ''
+  assert len(err.err.strip().splitlines()) == 1
 
 
 def test_unknown_row_name_exits_2(capsys):
   assert run.main(['--suite', 'cpu', '--only', 'resnet5O']) == 2
-  assert 'unknown row' in capsys.readouterr().err
+  err = capsys.readouterr().err
+  assert err.startswith('ERROR: --only: unknown row(s) resnet5O') and 'resnet50' in err

@@ -210,14 +210,14 @@ COMMANDS = {
     'python -m benchmarks.fgvc_oracles --weights=W': HELP,
     'python -m benchmarks.methods --weights=W --seeds 0': HELP,
     # ---- docs/benchmarks.md
-    'python3 -m venv /work/benchenv': skip('creates a virtual environment (python3 -m venv)'),
-    '/work/benchenv/bin/pip install -e ".[test]"': PIP,
-    '/work/benchenv/bin/pip install torch==2.13.0': PIP,
-    '/work/benchenv/bin/pip install --no-deps "torchvision==0.28.*"': PIP,
-    '/work/benchenv/bin/python -m benchmarks.run --suite cpu [--only resnet50,bcnn_head] [--quick] '
-    '[--out results.jsonl]': Check('help', (('/work/benchenv/bin/python', 'python'),)),
-    '/work/benchenv/bin/python -m benchmarks.run --suite gpu': until_data(
-        r'--suite gpu needs a GPU', subs=[('/work/benchenv/bin/python', 'python')], prefix=''),
+    'python3 -m venv ~/fgjax-bench': skip('creates a virtual environment (python3 -m venv)'),
+    '~/fgjax-bench/bin/pip install -e ".[test]"': PIP,
+    '~/fgjax-bench/bin/pip install torch==2.13.0': PIP,
+    '~/fgjax-bench/bin/pip install --no-deps "torchvision==0.28.*"': PIP,
+    '~/fgjax-bench/bin/python -m benchmarks.run --suite cpu [--only resnet50,bcnn_head] [--quick] '
+    '[--out results.jsonl]': Check('help', (('~/fgjax-bench/bin/python', 'python'),)),
+    '~/fgjax-bench/bin/python -m benchmarks.run --suite gpu': until_data(
+        r'--suite gpu needs a GPU', subs=[('~/fgjax-bench/bin/python', 'python')]),
     'python -m benchmarks.run --suite cpu --out '
     'benchmarks/results/suite_cpu_2core_2026-11-21_quiet.jsonl': HELP,
     'python -m benchmarks.backbone_ab layers': HELP,

@@ -1,7 +1,8 @@
 """One-vs-all linear SVMs on a run's embeddings (`python -m fgjax.evaluate --svm`).
 
-Wu & Wang 2017 (seed 000, Sec. 4.2): "Once the fine-tuning is done, training and validation sets
-are combined to train one-vs-all linear SVMs on the extracted features." Readings (all options):
+Wu & Wang 2017, "Where to Focus", Sec. 4.2: "Once the fine-tuning is done, training and
+validation sets are combined to train one-vs-all linear SVMs on the extracted features." Readings
+(all options):
 - features: the method output `config.eval.embedding` (default 'features': for bcnn the signed-
   sqrt + l2-normalised bilinear vector the classifier reads, for bilinear_lstm the flattened
   attended LSTM features), extracted in evaluation mode (centre crop, `eval.flip_tta` applies);

@@ -1,4 +1,4 @@
-"""bcnn / bcnn_spp: bilinear CNN baselines (Lin et al. 2015; seed 000 section 4 baselines)."""
+"""bcnn / bcnn_spp: bilinear CNN baselines (Lin et al. 2015; Wu & Wang 2017, Sec. 4 baselines)."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ BCNN_SPP_METHOD = _method(
 
 
 def bcnn_dm_recipe(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """B-CNN [D,M] as seed 000 (Wu & Wang 2017) runs it on real datasets.
+  """B-CNN [D,M] as Wu & Wang 2017 run it on real datasets.
 
   Streams: VGG-16 relu5_3 (28x28 at 448) x VGG-M relu5 (27x27; D is cropped to 27x27). Input
   448x448; augmentation: horizontal flip and shifts of +-5 px horizontally, +-3 px vertically

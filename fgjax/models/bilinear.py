@@ -2,10 +2,11 @@
 
 Sources:
 - Lin, RoyChowdhury & Maji, ICCV 2015, "Bilinear CNN Models for Fine-grained Visual Recognition".
-- Wu & Wang 2017, "Where to Focus" (seed 000, /work/shared/seeds/000_*.txt), baselines (4) B-CNN
-  [D,M] and (5) B-CNN+SPP: two streams (D-Net conv5_4+relu, 28x28; M-Net conv5+relu, 27x27), the
-  D-Net map cropped by "dropping a row and a column", outer product at every location, sum-pool,
-  normalisation, linear classifier; SPP: "a 2-level pyramid: 2x2 and 1x1 subdivisions".
+- Wu & Wang 2017, "Where to Focus: Deep Attention-based Spatially Recurrent Bilinear Networks for
+  Fine-Grained Visual Recognition", baselines (4) B-CNN [D,M] and (5) B-CNN+SPP: two streams
+  (D-Net conv5_4+relu, 28x28; M-Net conv5+relu, 27x27), the D-Net map cropped by "dropping a row
+  and a column", outer product at every location, sum-pool, normalisation, linear classifier;
+  SPP: "a 2-level pyramid: 2x2 and 1x1 subdivisions".
 - The head's numerics follow cvl-umass/bilinear-cnn and HaoMood/bilinear-cnn (pool / (H*W),
   signed sqrt with eps 1e-5 in both, `F.normalize` eps 1e-12); parity in tests/ops.
 
@@ -118,8 +119,8 @@ class BCNN(TwoStreamFields, kw_only=True):
     num_classes: classifier outputs.
     spp: pyramid pooling with levels (1, 2) (1x1 + 2x2, concatenated level 1 first), 5*Ca*Cb
       features (method bcnn_spp). The concatenation is normalised as one vector (elementwise signed
-      sqrt, one l2 over all five cells); the seed paper does not say otherwise and has no public
-      code for it.
+      sqrt, one l2 over all five cells); Wu & Wang 2017 do not say otherwise and
+      published no code for it.
     sqrt_variant: 'sign' (sign(x)*sqrt(|x|+eps)), 'cvl_umass' or 'haomood'; see `ops.signed_sqrt`.
     sqrt_eps: eps inside the square root; both public PyTorch codes use 1e-5.
     l2_eps: floor of the l2 norm (torch `F.normalize` default, 1e-12).

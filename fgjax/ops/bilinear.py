@@ -3,11 +3,11 @@
 Sources:
 - Lin, RoyChowdhury & Maji, "Bilinear CNN Models for Fine-grained Visual Recognition", ICCV 2015:
   outer product of two streams at every location, sum-pooled, signed square root, l2.
-- Wu & Wang 2017, "Where to Focus" (seed 000, /work/shared/seeds/000_*.txt), baselines (4) and (5):
-  B-CNN [D,M] on 448x448 inputs, "The D-Net produces output 28x28 while M-Net has 27x27. Thus, a
-  down-sampling is conducted by dropping a row and a column from D-Net outputs" (`crop_to_common`),
-  and B-CNN+SPP with "a 2-level pyramid [He et al., 2014]: 2x2 and 1x1 subdivisions"
-  (`spp_bilinear_pool`).
+- Wu & Wang 2017, "Where to Focus: Deep Attention-based Spatially Recurrent Bilinear Networks for
+  Fine-Grained Visual Recognition", baselines (4) and (5): B-CNN [D,M] on 448x448 inputs, "The
+  D-Net produces output 28x28 while M-Net has 27x27. Thus, a down-sampling is conducted by dropping
+  a row and a column from D-Net outputs" (`crop_to_common`), and B-CNN+SPP with "a 2-level
+  pyramid [He et al., 2014]: 2x2 and 1x1 subdivisions" (`spp_bilinear_pool`).
 - Public heads, reproduced to float32 tolerance in tests/fixtures/bcnn_heads.npz:
   cvl-umass/bilinear-cnn `BCNN.py` (TensorProduct / (H*W), `sqrt(relu(z)+1e-5) - sqrt(relu(-z)+1e-5)`,
   `F.normalize`) and HaoMood/bilinear-cnn `src/bilinear_cnn_all.py` (`sqrt(z + 1e-5)`, no sign).
@@ -28,10 +28,10 @@ SQRT_VARIANTS = ('sign', 'cvl_umass', 'haomood')
 def crop_to_common(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Crops two NHWC maps to their common grid min(Ha, Hb) x min(Wa, Wb).
 
-  Trailing rows and columns are dropped (top-left corners stay aligned), as in Wu & Wang 2017
-  (seed 000): D-Net's 28x28 becomes M-Net's 27x27 "by dropping a row and a column". (cvl-umass
-  instead resizes with bilinear interpolation; that is not what the seed paper does.) Shapes are
-  static, so this is free under jit; maps that already agree are returned unchanged.
+  Trailing rows and columns are dropped (top-left corners stay aligned), as in Wu & Wang 2017:
+  D-Net's 28x28 becomes M-Net's 27x27 "by dropping a row and a column". (cvl-umass instead
+  resizes with bilinear interpolation; that is not what Wu & Wang 2017 do.) Shapes are static,
+  so this is free under jit; maps that already agree are returned unchanged.
   """
   a, b = jnp.asarray(a), jnp.asarray(b)
   h = min(a.shape[1], b.shape[1])
@@ -99,7 +99,7 @@ def spp_cells(height: int, width: int, levels: Sequence[int] = (1, 2)) -> list[t
 
 def spp_bilinear_pool(a: jax.Array, b: jax.Array | None = None, levels: Sequence[int] = (1, 2), *,
                       precision=None) -> jax.Array:
-  """Spatial-pyramid bilinear pooling (B-CNN+SPP baseline of Wu & Wang 2017, seed 000).
+  """Spatial-pyramid bilinear pooling (B-CNN+SPP baseline of Wu & Wang 2017).
 
   For every cell of every pyramid level (see `spp_cells` for how odd grids split) the bilinear
   matrix is pooled over the cell's locations and divided by that cell's number of locations.

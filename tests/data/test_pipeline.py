@@ -105,7 +105,7 @@ def _cfg(**fields):
 
 
 def test_padding_free_shift_moves_the_window():
-  """Seed 000's shifts without padding: the output is the resized image's window moved by
+  """Wu & Wang 2017's shifts without padding: the output is the resized image's window moved by
   (dy, dx), never zero-filled."""
   rng_img = np.random.default_rng(0)
   img = rng_img.integers(1, 256, (40, 40, 3), dtype=np.uint8)  # no zeros anywhere

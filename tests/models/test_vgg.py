@@ -119,7 +119,7 @@ def test_vgg_d_shapes_strides_and_dtype():
   for cls, last in ((vgg.VGG16, 'relu5_3'), (vgg.VGG19, 'relu5_4')):
     model = cls(dtype=jnp.bfloat16)
     out, variables = jax.eval_shape(lambda x, m=model: m.init_with_output(KEY, x), x448)
-    assert out['features'][last].shape == (1, 28, 28, 512)  # the seed's D-Net map at 448
+    assert out['features'][last].shape == (1, 28, 28, 512)  # Wu & Wang 2017's D-Net map at 448
     assert out['features'][last].dtype == jnp.bfloat16
     assert 'pool5' not in out['features'] and 'logits' not in out
     assert {k: v.shape[1:3] for k, v in out['features'].items()} == model.feature_grid(448, 448)

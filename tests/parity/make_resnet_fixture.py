@@ -1,8 +1,9 @@
 """Writes tests/fixtures/torchvision_resnet50.npz: torchvision ResNet-50 outputs on seeded weights.
 
-Regenerate (needs torch + torchvision; the test suite itself does not), from the repository root:
+Regenerate (needs torch + torchvision; the test suite itself does not) from the repository root,
+with the python of an environment that has them, e.g. the ~/fgjax-bench venv of docs/benchmarks.md:
 
-    /work/torchenv/bin/python tests/parity/make_resnet_fixture.py
+    ~/fgjax-bench/bin/python tests/parity/make_resnet_fixture.py
 
 What it does: `torchvision.models.resnet50(weights=None)`; EVERY state_dict tensor (BN running
 statistics included) replaced by `seeded_weights.seeded_tensor(name, shape, SEED)`; `model.eval()`;

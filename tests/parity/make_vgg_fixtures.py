@@ -1,8 +1,9 @@
 """Writes tests/fixtures/torchvision_vgg16.npz and _vgg19.npz: torchvision VGG outputs on seeded weights.
 
-Regenerate (needs torch + torchvision; the test suite itself does not), from the repository root:
+Regenerate (needs torch + torchvision; the test suite itself does not) from the repository root,
+with the python of an environment that has them, e.g. the ~/fgjax-bench venv of docs/benchmarks.md:
 
-    /work/torchenv/bin/python tests/parity/make_vgg_fixtures.py
+    ~/fgjax-bench/bin/python tests/parity/make_vgg_fixtures.py
 
 What it does, for vgg16 and vgg19: `torchvision.models.vggXX(weights=None)`; EVERY state_dict
 tensor replaced by `seeded_weights.seeded_tensor(name, shape, SEED)`; `model.eval()`; input

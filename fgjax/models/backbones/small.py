@@ -1,6 +1,6 @@
 """A tiny VGG-style CNN backbone for CPU training and tests.
 
-Stands in for the VGG-D / VGG-M / ResNet-50 streams (Wu & Wang 2017, seed 000, Table 1) behind the
+Stands in for the VGG-D / VGG-M / ResNet-50 streams (Wu & Wang 2017, Table 1) behind the
 same interface (DESIGN.md, "Interfaces between the parts"): `__call__(images, train) -> {"features": {name: NHWC map}}`, uint8 input normalised
 inside the backbone, `dtype` field (compute), float32 params, `feature_strides`.
 

@@ -182,6 +182,8 @@ def evaluate_latest(config, workdir: str, split: str | None = None, *, plots_on:
     if plots_on:
       out['plots'] = plot_dir(workdir, split)
       write_plots(exp, result, gathered, out['plots'], retrieval_queries)
+  for warning in exp.method.diagnose(result):
+    log(f'WARNING: {warning}')
   return out
 
 

@@ -385,5 +385,7 @@ def _train_and_evaluate_run(run: _Run, state, state_stage, position, stop_after_
     with open(os.path.join(workdir, 'metrics.json'), 'w') as f:
       json.dump(result, f, indent=2)
   log('final evaluation: ' + json.dumps(result))
+  for warning in exp.method.diagnose(result):
+    log(f'WARNING: {warning}')
   log(f'wrote {os.path.join(workdir, "metrics.json")}')
   return result

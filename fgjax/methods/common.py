@@ -32,6 +32,10 @@ naming `config.model.<field>`, `fgjax.models.fields`); nothing copies them.
   (not predict_fn's subset). Panel coordinates are normalised to the model input.
   `options` is a dict of predict's overlay options (e.g. 'cell': (u, v) for bilinear_lstm;
   'metadata': the dataset's tfds metadata, from which a3m names its attribute groups).
+- `diagnose(metrics: dict) -> list[str]`: one warning per mechanism the evaluated run shows to be
+  inert (attention on "self only" or uniform, gates stuck at 1, regions under one feature stride),
+  each naming the diagnostic in `metrics` (eval_metrics' keys) that shows it; the trainer and
+  `python -m fgjax.evaluate` print them as `WARNING: ...` lines after the final evaluation.
 - `migrate_model_config(model: dict) -> list[str]`: rewrites, in place, the `model` section of a
   config.json written by an older fgjax into today's fields and values (e.g. a placeholder an
   older version resolved at build time); returns one message per change. Used when a run is
@@ -128,6 +132,7 @@ class Method:
   attention_panels: Callable | None = None
   panel_captures: tuple[str, ...] = ()
   migrate_model_config: Callable[[dict], list[str]] = lambda model: []
+  diagnose: Callable[[dict], list[str]] = lambda metrics: []
 
   def default_model_config(self) -> ml_collections.ConfigDict:
     """`config.model` with every field's default (derived from the module's fields)."""

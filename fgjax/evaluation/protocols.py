@@ -45,6 +45,14 @@ def batch_keys_needed(config, method=None, features=None) -> tuple[str, ...]:
   return tuple(dict.fromkeys(PROTOCOL_KEYS[config.eval.protocol] + extra))
 
 
+def flip_averaged(name: str, config) -> bool:
+  """Whether flip test-time augmentation averages output `name` over the image and its mirror:
+  class scores and embeddings (`*logits*`, `features`, `config.eval.embedding`). Spatial outputs
+  (boxes, attention maps, regions) are in image coordinates, which the mirror flips; averaging
+  them would describe neither image, so they come from the image itself."""
+  return 'logits' in name or name in ('features', config.eval.embedding)
+
+
 def make_eval_step(exp, outputs=None, batch_keys=None):
   """`(state, batch) -> per-example outputs` (selected predictions + batch ids), jitted.
 
@@ -67,7 +75,8 @@ def make_eval_step(exp, outputs=None, batch_keys=None):
     preds = predict(params, batch_stats, batch['image'])
     if exp.config.eval.flip_tta:  # average with the horizontally flipped image's predictions
       flipped = predict(params, batch_stats, batch['image'][:, :, ::-1])
-      preds = jax.tree.map(lambda a, b: (a + b) / 2, preds, flipped)
+      preds = {k: (v + flipped[k]) / 2 if flip_averaged(k, exp.config) else v
+               for k, v in preds.items()}
     return {**preds, **{k: batch[k] for k in keys}}
 
   rep, data = sharding.replicated(exp.mesh), sharding.batch_sharded(exp.mesh)

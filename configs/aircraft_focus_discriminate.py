@@ -1,5 +1,6 @@
 """focus_discriminate on FGVC-Aircraft (100 variants),
-seed 004's recipe (fgjax.methods.focus_discriminate.paper_recipe).
+the recipe of Feng, Fu & Zhao 2019, "Learning to Focus and Discriminate for Fine-grained
+Classification" (fgjax.methods.focus_discriminate.paper_recipe).
 
 python -m fgjax.data.prepare fgvc_aircraft --manual_dir=DIR          # once (README "Datasets")
 python -m fgjax.train --config=configs/aircraft_focus_discriminate.py --workdir=DIR \
@@ -11,6 +12,10 @@ ResNet-50 at 448, NTS-Net anchors/NMS 0.25, 6 regions zoomed to 224, hybrid of t
 region features; SGD 0.01 (x0.1 at epochs 40, 80), 100 epochs, backbone at 0.1x lr.
 
 `:image_level` is the paper's "image level only" ablation (combine: `:image_level,runlocal`).
+Region readings (docs/methods/focus_discriminate.md, "Readings"): NTS-Net anchors by mean attention
+by default; `--config.model.region_scoring=fixed_centre` is the paper's 160x160 regions centred on
+the cells of M, `=anchor_excess` the anchors by attention mass above the image mean;
+`--config.model.hybrid_fusion=max` pools the region features before the hybrid classifier.
 """
 
 from fgjax.default_config import get_base_config, parse_arg

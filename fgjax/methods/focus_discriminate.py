@@ -20,8 +20,24 @@ image is compared with the object box:
     `config.model.overlap_threshold` (0.5: at least half of the region lies on the object);
   - `top1_region_touches_object`: fraction with IoU > 0;
   - `top1_region_iou`: mean IoU;
-  - `anchor_on_object_chance`: the first fraction for an anchor drawn uniformly from all anchors
-    (averaged over anchors and images), the level a region picker without information reaches.
+  - `anchor_on_object_chance`: the first fraction for a candidate region (anchor, or fixed-centre
+    box) drawn uniformly (averaged over candidates and images), the level a region picker without
+    information reaches.
+
+Region diagnostics (`region_diagnostics`; `diagnose` turns them into warnings):
+  - `region_side_frac_mean`: mean over all m picked regions of sqrt(region area / image area),
+    the region's side as a fraction of the image side (unclipped box: what is zoomed);
+  - `attention_stride_frac`: the backbone's stride at `layer` / sqrt(H W), one cell of M as a
+    fraction of the image side;
+  - `regions_on_object` [bbox]: fraction of the m picked regions whose centre lies inside the object
+    box (edges included); `regions_on_object_chance`: the same for every candidate region
+    (averaged over candidates and images);
+  - `hybrid_slot_roll_agreement` / `hybrid_slot_roll_top1` [use_hybrid]: fraction of images whose
+    hybrid prediction is unchanged, and the top-1, when the l region slots of the hybrid feature are
+    shifted by one (F^R_2 .. F^R_l, F^R_1): 1.0 means the slot order does not matter.
+
+Old runs: `migrate_model_config` writes the behaviour of fgjax before 2026-12 into a config.json
+without `region_scoring` / `hybrid_fusion` (today's defaults are the same values).
 """
 
 from __future__ import annotations
@@ -65,12 +81,40 @@ def loss_fn(outputs, batch, config):
   return loss, metrics
 
 
+# Warnings of `diagnose`. A region narrower than one cell of M is ranked below the attention's
+# resolution: M holds one value per cell, so the score of such a box is an interpolation of at most
+# four cells, and the picks among the small boxes inside a cell are arbitrary.
+MIN_REGION_CELLS = 1.0
+# "Never on the object": fewer than 1 in 20 picked regions centred inside the object box. A picker
+# without information reaches `regions_on_object_chance`, far above this on datasets whose objects
+# are more than specks.
+MIN_REGIONS_ON_OBJECT = 0.05
+
+# Fields added in 2026-12 and the behaviour fgjax had before them (`migrate_model_config`).
+PRE_2026_12 = {'region_scoring': 'anchor_mean', 'hybrid_fusion': 'concat'}
+
+
+def migrate_model_config(model: dict) -> list[str]:
+  """`Method.migrate_model_config`: a config.json written before 2026-12 has no `region_scoring`
+  or `hybrid_fusion`; its run scored NTS-Net anchors by mean attention and concatenated the region
+  features in NMS order, which this writes explicitly (so a later change of the defaults does not
+  change what an old run means)."""
+  messages = []
+  for field, value in PRE_2026_12.items():
+    if field not in model:
+      model[field] = value
+      messages.append(f'config.model.{field} absent (written by fgjax before 2026-12): set to '
+                      f'{value!r}, what that run computed')
+  return messages
+
+
 def predict_fn(outputs):
   image = outputs['image_logits']
-  regions = outputs.get('region_logits', jnp.zeros((image.shape[0], 0, image.shape[1]),
-                                                   image.dtype))  # use_regions=False: no region
+  n, c = image.shape
+  regions = outputs.get('region_logits', jnp.zeros((n, 0, c), image.dtype))  # no regions
+  rolled = outputs.get('hybrid_logits_rolled', jnp.zeros((n, 0), image.dtype))  # no hybrid
   return {'logits': outputs['logits'], 'features': outputs['features'], 'boxes': outputs['boxes'],
-          'image_logits': image, 'region_logits': regions}
+          'image_logits': image, 'region_logits': regions, 'hybrid_logits_rolled': rolled}
 
 
 def branch_accuracies(gathered: dict) -> dict:
@@ -99,9 +143,78 @@ def _overlaps(regions: np.ndarray, objects: np.ndarray):
   return inter / np.maximum(area_r, 1e-9), inter / np.maximum(area_r + area_o - inter, 1e-9)
 
 
+def attention_grid(config) -> tuple[tuple[int, int], int]:
+  """(the grid (h, w) of the attention map M at the dataset's input size, the backbone's stride at
+  `layer`), without tracing: the backbone's `feature_grid` where it has one, else
+  ceil(H / stride)."""
+  model = configured_model(config)
+  net = backbones_lib.get_backbone(model.backbone, **model.backbone_kwargs)
+  stride = int(dict(net.feature_strides)[model.layer])
+  h, w = augment.input_hw(config.dataset)
+  if hasattr(net, 'feature_grid'):
+    return tuple(net.feature_grid(h, w)[model.layer]), stride
+  return (-(-h // stride), -(-w // stride)), stride
+
+
+def _centres_inside(boxes: np.ndarray, objects: np.ndarray) -> np.ndarray:
+  """boxes (N, K, 4), objects (N, 4), pixels -> (N, K) whether each box centre is in the object."""
+  cy = (boxes[..., 0] + boxes[..., 2]) / 2
+  cx = (boxes[..., 1] + boxes[..., 3]) / 2
+  o = objects[:, None, :]
+  return (cy >= o[..., 0]) & (cy <= o[..., 2]) & (cx >= o[..., 1]) & (cx <= o[..., 3])
+
+
+def region_diagnostics(gathered: dict, config) -> dict:
+  """The region diagnostics of the module docstring from the gathered `boxes` (N, m, 4) (+ `bbox`
+  where the dataset has it, `hybrid_logits_rolled` and `logits`)."""
+  h, w = augment.input_hw(config.dataset)
+  side = np.sqrt(h * w)
+  boxes = np.asarray(gathered['boxes'], np.float64)
+  extent = np.clip(boxes[..., 2:] - boxes[..., :2], 0, None)
+  grid, stride = attention_grid(config)
+  out = {'region_side_frac_mean': float(np.mean(np.sqrt(extent[..., 0] * extent[..., 1]) / side)),
+         'attention_stride_frac': stride / side}
+  if 'bbox' in gathered:
+    obj = np.asarray(gathered['bbox'], np.float64) * np.array([h, w, h, w], np.float64)
+    candidates = configured_model(config).candidate_boxes(grid).astype(np.float64)
+    chance = _centres_inside(np.broadcast_to(candidates, (len(obj),) + candidates.shape), obj)
+    out.update(regions_on_object=float(np.mean(_centres_inside(boxes, obj))),
+               regions_on_object_chance=float(np.mean(chance)))
+  rolled = np.asarray(gathered.get('hybrid_logits_rolled', np.zeros((len(boxes), 0))))
+  if rolled.shape[-1] and 'logits' in gathered and 'label' in gathered:
+    pred, pred_rolled = np.argmax(gathered['logits'], -1), np.argmax(rolled, -1)
+    out.update(hybrid_slot_roll_agreement=float(np.mean(pred == pred_rolled)),
+               hybrid_slot_roll_top1=float(np.mean(pred_rolled == np.asarray(gathered['label']))))
+  return out
+
+
+def diagnose(metrics: dict) -> list[str]:
+  """`Method.diagnose`: picked regions below one cell of M, or never on the object."""
+  warnings = []
+  side, cell = metrics.get('region_side_frac_mean'), metrics.get('attention_stride_frac')
+  if side is not None and cell is not None and side < MIN_REGION_CELLS * cell:
+    warnings.append(
+        f'region_side_frac_mean={side:.4f} is below one cell of the attention map '
+        f'(attention_stride_frac={cell:.4f}): the picked regions are smaller than the resolution '
+        'at which M ranks them, so which small box wins is arbitrary; a region scoring that does '
+        "not favour small anchors (config.model.region_scoring='anchor_excess' or "
+        "'fixed_centre') picks regions M can tell apart")
+  on = metrics.get('regions_on_object')
+  if on is not None and on < MIN_REGIONS_ON_OBJECT:
+    chance = metrics.get('regions_on_object_chance', float('nan'))
+    warnings.append(
+        f'regions_on_object={on:.4f} (a random candidate: regions_on_object_chance={chance:.4f}): '
+        'the picked regions are (almost) never centred on the object, so the region and hybrid '
+        'classifiers see background')
+  return warnings
+
+
 def eval_metrics(gathered: dict, config) -> dict:
-  """`branch_accuracies`, and on datasets with object boxes where the top-1 region lies."""
+  """`branch_accuracies`, `region_diagnostics`, and on datasets with object boxes where the top-1
+  region lies."""
   branches = branch_accuracies(gathered)
+  if 'boxes' in gathered:
+    branches.update(region_diagnostics(gathered, config))
   if 'bbox' not in gathered:
     return branches
   h, w = augment.input_hw(config.dataset)
@@ -111,7 +224,8 @@ def eval_metrics(gathered: dict, config) -> dict:
   top1 = clip(np.asarray(gathered['boxes'], np.float64)[:, :1])
   frac, iou = _overlaps(top1, obj)
   thr = config.model.overlap_threshold
-  anchors = configured_model(config).integer_boxes()
+  grid, _ = attention_grid(config)
+  anchors = configured_model(config).candidate_boxes(grid)
   anchors = clip(np.broadcast_to(anchors.astype(np.float64), (len(obj),) + anchors.shape))
   chance, _ = _overlaps(anchors, obj)
   return {**branches, 'top1_region_on_object': float(np.mean(frac[:, 0] >= thr)),
@@ -131,6 +245,12 @@ def check_config(config):
   if model.use_regions and region < stride:
     raise ValueError(f'config.model.region_size={region} gives no {model.layer} cell at stride '
                      f'{stride}; raise it to >= {stride}')
+  if model.region_scoring == 'fixed_centre':
+    (gh, gw), _ = attention_grid(config)
+    if model.num_regions > gh * gw:
+      raise ValueError(f"config.model.num_regions={model.num_regions} exceeds the {gh * gw} cells "
+                       f"of the {gh}x{gw} attention map (region_scoring='fixed_centre': one "
+                       'region per cell)')
 
 
 def pretrained(config):
@@ -168,9 +288,10 @@ METHOD = Method(
     name='focus_discriminate', model=FocusDiscriminate, loss_fn=loss_fn, predict_fn=predict_fn,
     check_config=check_config, batch_keys=('image', 'label'), pretrained=pretrained,
     description='CAM attention -> NTS-Net anchors + NMS -> zoomed regions -> hybrid classifier',
-    eval_outputs=('boxes', 'image_logits', 'region_logits'), eval_batch_keys=('bbox',),
-    eval_metrics=eval_metrics,
-    train_inputs=(('labels', 'label'),), attention_panels=attention_panels)
+    eval_outputs=('boxes', 'image_logits', 'region_logits', 'hybrid_logits_rolled'),
+    eval_batch_keys=('bbox',), eval_metrics=eval_metrics,
+    train_inputs=(('labels', 'label'),), attention_panels=attention_panels,
+    migrate_model_config=migrate_model_config, diagnose=diagnose)
 
 
 def paper_recipe(c: ml_collections.ConfigDict, runlocal: bool = False) -> ml_collections.ConfigDict:

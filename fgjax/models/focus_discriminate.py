@@ -9,17 +9,21 @@ reuses them (yangze0930/NTS-Net, commit e6c98df):
    cells; the paper gives none). Ablation `attention='single_cam'` ([13]): the CAM of the
    ground-truth class when `labels` are passed (the trainer passes them in training through
    `Method.train_inputs`), else of the predicted class (evaluation, prediction).
-3. Region proposals: NTS-Net's default anchors (`fgjax.ops.anchors`, 1614 at 448; other input sizes:
-   `FocusDiscriminate.geometry`), each scored from M. The paper only says "each pixel in M
-   corresponds to a region"; the reading here (`anchor_score`): M is min-max normalised to [0, 1]
-   per image, bilinearly upsampled to the input size, and an anchor's score is the sum of the
-   upsampled M over its integer box inside the image divided by the anchor's full area ('mean_full':
-   the zero padding counts as no attention) or by the area inside the image ('mean_inside'). Sums
-   come from a summed-area table. The scores are under stop_gradient (selection is discrete, as in
-   NTS-Net).
+3. Region proposals (`fgjax.models.region_proposals`, where the readings are derived): the paper
+   only says "each pixel in M corresponds to a region" and gives the localised regions 160x160 at
+   448. `region_scoring='anchor_mean'` (default): NTS-Net's default anchors (`fgjax.ops.anchors`,
+   1614 at 448; other input sizes: `FocusDiscriminate.geometry`), each scored by the mean of M over
+   the box: M is min-max normalised to [0, 1] per image, bilinearly upsampled to the input size,
+   summed over the integer box inside the image (summed-area table) and divided by the anchor's
+   full area (`anchor_score='mean_full'`: the zero padding counts as no attention) or by the area
+   inside the image ('mean_inside'). A mean favours the smallest anchors. 'anchor_excess': the same
+   anchors scored by the attention mass above the image mean (size follows the attention's extent).
+   'fixed_centre' (the paper's literal reading): every cell of M is the centre of a square region
+   of side `region_side` x min(H, W), scored by M at the cell. The scores are under stop_gradient
+   (selection is discrete, as in NTS-Net).
 4. Hard NMS (`fgjax.ops.nms`, NTS-Net semantics) at IoU 0.25 on the integer boxes
-   `int(edge + pad) - pad` (NTS-Net's padded integer anchors, moved back to the unpadded frame),
-   top m = 6.
+   `int(edge + pad) - pad` (NTS-Net's padded integer anchors, moved back to the unpadded frame; or
+   the fixed-centre boxes), top m = 6.
 5. The m boxes are cropped from the image zero-padded by `pad` and resized to `region_size`
    (bilinear, align_corners=True; `fgjax.ops.crop`), through the same backbone (shared params;
    BatchNorm statistics: `region_bn`), F^R_r = GAP, one region classifier shared by all regions.
@@ -27,10 +31,14 @@ reuses them (yangze0930/NTS-Net, commit e6c98df):
    `pad_value='mean'` fills with the backbone's preprocessing mean (0 after normalisation, as
    NTS-Net), 'zero' with black.
 6. Hybrid: F = [F^I, F^R_1 .. F^R_l] (top l = 4 by NMS order) -> hybrid FC. Prediction = hybrid
-   logits. Ablations: `use_hybrid=False` is the paper's "image level only" (no hybrid module;
-   image and region classifiers still trained; predict with the image logits); `use_regions=False`
-   trains the image classifier alone (a plain GAP+FC baseline; boxes are still proposed, for the
-   localisation metric).
+   logits. A slot of F holds the r-th most attended region, a different part in different images;
+   `hybrid_fusion='mean'` / 'max' pools F^R_1 .. F^R_l over the regions first (F = [F^I, pool],
+   order-invariant). In evaluation the model also returns `hybrid_logits_rolled`, the hybrid
+   classifier on the region slots shifted by one (F^R_2 .. F^R_l, F^R_1), which measures how much
+   the prediction depends on the slot order. Ablations: `use_hybrid=False` is the paper's "image
+   level only" (no hybrid module; image and region classifiers still trained; predict with the
+   image logits); `use_regions=False` trains the image classifier alone (a plain GAP+FC baseline;
+   boxes are still proposed, for the localisation metric).
 7. Feature dropout (`feature_dropout`, rate; NTS-Net's resnet.py applies nn.Dropout(p=0.5) to the
    pooled feature): F^I and every F^R_r are dropped out before their classifiers, and the hybrid
    feature concatenates the dropped features (one mask per feature, shared by its two uses).
@@ -48,10 +56,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from fgjax.models import backbones as backbones_lib, fields
+from fgjax.models import region_proposals as proposals
+from fgjax.models.region_proposals import ANCHOR_SCORES, REGION_SCORINGS, anchor_scores
 from fgjax.ops import anchors as anchors_lib
 from fgjax.ops.crop import crop_and_resize
 from fgjax.ops.gaussian import gaussian_blur
-from fgjax.ops.nms import hard_nms
+
+__all__ = ['FocusDiscriminate', 'Geometry', 'Linear', 'anchor_scores', 'pad_rgb']
 
 
 class Linear(nn.Module):
@@ -77,35 +88,8 @@ def pad_rgb(backbone) -> np.ndarray:
   return np.full((3,), float(getattr(backbone, 'mean', 0.0)), np.float32)
 
 
-def anchor_scores(attention: jax.Array, boxes: np.ndarray, input_hw: tuple[int, int],
-                  mode: str = 'mean_full') -> jax.Array:
-  """(B, h, w) attention -> (B, N) anchor scores for integer unpadded boxes (N, 4) (see step 3)."""
-  b = attention.shape[0]
-  hh, ww = input_hw
-  m = attention.astype(jnp.float32)
-  lo = m.min(axis=(1, 2), keepdims=True)
-  hi = m.max(axis=(1, 2), keepdims=True)
-  m = (m - lo) / jnp.maximum(hi - lo, 1e-12)
-  up = jax.image.resize(m, (b, hh, ww), 'bilinear', antialias=False)
-  sat = jnp.pad(jnp.cumsum(jnp.cumsum(up, axis=1), axis=2), ((0, 0), (1, 0), (1, 0)))
-  y0 = np.clip(boxes[:, 0], 0, hh)
-  x0 = np.clip(boxes[:, 1], 0, ww)
-  y1 = np.clip(boxes[:, 2], 0, hh)
-  x1 = np.clip(boxes[:, 3], 0, ww)
-  flat = sat.reshape(b, -1)
-  at = lambda y, x: flat[:, y * (ww + 1) + x]
-  total = at(y1, x1) - at(y0, x1) - at(y1, x0) + at(y0, x0)
-  if mode == 'mean_full':
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-  elif mode == 'mean_inside':
-    area = (y1 - y0) * (x1 - x0)
-  else:
-    raise ValueError(f"anchor_score must be 'mean_full' or 'mean_inside', got {mode!r}")
-  return total / jnp.asarray(np.maximum(area, 1), jnp.float32)
-
-
 ATTENTIONS = ('max_cam', 'single_cam')
-ANCHOR_SCORES = ('mean_full', 'mean_inside')
+HYBRID_FUSIONS = ('concat', 'mean', 'max')
 SMOOTHING_MODES = ('reflect', 'nearest', 'mirror', 'constant')
 PAD_VALUES = ('mean', 'zero')
 REGION_BNS = ('separate', 'shared')
@@ -138,8 +122,11 @@ class FocusDiscriminate(backbones_lib.BackboneFields, kw_only=True):
       min(H, W) / 448 (see `geometry`).
     pad: zero padding of the image for the crops, px; 0 = auto, round(224 * min(H, W) / 448).
     region_size: side of the zoomed regions, px; 0 = auto, round(224 * min(H, W) / 448).
-    num_regions: m, regions kept by NMS (at most the number of anchors).
+    num_regions: m, regions kept by NMS (at most the number of candidates).
     num_hybrid: l, top regions (NMS order) in the hybrid feature, 1 <= l <= m.
+    hybrid_fusion: how the top l region features enter the hybrid feature: 'concat' (the paper:
+      [F^I, F^R_1 .. F^R_l] in NMS order), 'mean' or 'max' ([F^I, mean / max over the l regions],
+      invariant to their order).
     nms_iou: NMS IoU threshold (> 0; NTS-Net: 0.25).
     attention: 'max_cam' (eq. 2: max over the class activation maps) or 'single_cam' (ablation:
       the CAM of the ground-truth class in training, of the predicted class otherwise).
@@ -147,7 +134,14 @@ class FocusDiscriminate(backbones_lib.BackboneFields, kw_only=True):
     smoothing_truncate: the Gaussian kernel's radius in sigmas (scipy's `truncate`).
     smoothing_mode: border rule of the smoothing, one of scipy's 'reflect', 'nearest', 'mirror',
       'constant'.
-    anchor_score: 'mean_full' or 'mean_inside' (step 3 of the module docstring).
+    region_scoring: 'anchor_mean' (NTS-Net anchors by mean attention; favours the smallest
+      anchors), 'anchor_excess' (the anchors by attention mass above the image mean) or
+      'fixed_centre' (the paper's literal reading: one square region per cell of M); step 3 and
+      `fgjax.models.region_proposals`.
+    anchor_score: 'mean_full' or 'mean_inside': how the part of an anchor outside the image counts
+      in its score (as zero attention, or not at all); anchor scorings only.
+    region_side: side of the 'fixed_centre' regions as a fraction of min(H, W), in (0, 1] (the
+      paper's 160 px at 448 by default); read by 'fixed_centre' only.
     pad_value: 'mean' (the backbone's preprocessing mean, 0 after normalisation as in NTS-Net) or
       'zero' (black).
     align_corners: bilinear resize of the crops with align_corners (NTS-Net's
@@ -167,8 +161,11 @@ class FocusDiscriminate(backbones_lib.BackboneFields, kw_only=True):
 
   Outputs: logits (prediction: hybrid, or image when use_hybrid=False), image_logits,
   region_logits (B, m, C) [use_regions], hybrid_logits [use_hybrid], features (the classified
-  feature), attention (B, h, w) smoothed M, anchor_scores (B, N), region_indices (B, m) anchor
-  indices in NMS order, boxes (B, m, 4) float (y0, x0, y1, x1) unpadded pixel-edge boxes.
+  feature), attention (B, h, w) smoothed M, anchor_scores (B, N) scores of the N candidates
+  (anchors, or the cells of M for 'fixed_centre'), region_indices (B, m) candidate indices in NMS
+  order, boxes (B, m, 4) float (y0, x0, y1, x1) unpadded pixel-edge boxes; in evaluation
+  (train=False) with use_hybrid, hybrid_logits_rolled (the hybrid classifier on the region slots
+  shifted by one, step 6).
   """
   num_classes: int
   input_hw: tuple[int, int]
@@ -177,12 +174,15 @@ class FocusDiscriminate(backbones_lib.BackboneFields, kw_only=True):
   region_size: int = 0
   num_regions: int = 6
   num_hybrid: int = 4
+  hybrid_fusion: str = 'concat'
   nms_iou: float = 0.25
   attention: str = 'max_cam'
   sigma: float = 1.0
   smoothing_truncate: float = 4.0
   smoothing_mode: str = 'nearest'
+  region_scoring: str = 'anchor_mean'
   anchor_score: str = 'mean_full'
+  region_side: float = 160 / 448
   pad_value: str = 'mean'
   align_corners: bool = True
   use_regions: bool = True
@@ -195,6 +195,8 @@ class FocusDiscriminate(backbones_lib.BackboneFields, kw_only=True):
 
   def __post_init__(self):
     fields.check_choices(self, {'attention': ATTENTIONS, 'anchor_score': ANCHOR_SCORES,
+                                'region_scoring': REGION_SCORINGS,
+                                'hybrid_fusion': HYBRID_FUSIONS,
                                 'smoothing_mode': SMOOTHING_MODES, 'pad_value': PAD_VALUES,
                                 'region_bn': REGION_BNS})
     if self.num_regions < 1:
@@ -212,9 +214,17 @@ class FocusDiscriminate(backbones_lib.BackboneFields, kw_only=True):
     if not 0 <= self.feature_dropout < 1:
       raise ValueError(f'config.model.feature_dropout must be in [0, 1), got '
                        f'{self.feature_dropout}')
+    if not 0 < self.region_side <= 1:
+      raise ValueError(f'config.model.region_side must be in (0, 1] (a fraction of the input '
+                       f'side), got {self.region_side}')
     if not 0 < self.overlap_threshold <= 1:
       raise ValueError(f'config.model.overlap_threshold must be in (0, 1], got '
                        f'{self.overlap_threshold}')
+    if self.region_scoring != 'fixed_centre':  # 'fixed_centre': M's grid is checked in __call__
+      self._check_anchors()
+    super().__post_init__()
+
+  def _check_anchors(self):
     g = self.geometry()
     _, edge = anchors_lib.nts_default_anchors(g.input_hw, g.scale)
     if self.num_regions > len(edge):
@@ -224,7 +234,6 @@ class FocusDiscriminate(backbones_lib.BackboneFields, kw_only=True):
     if g.pad + lowest < 0:
       raise ValueError(f'config.model.pad={g.pad} is too small: anchors start at {lowest:.1f} px '
                        '(NTS-Net pads by 224 at 448)')
-    super().__post_init__()
 
   def geometry(self) -> Geometry:
     """The paper's 448 geometry (448 input, padding 224, regions zoomed to 224) scaled to the input
@@ -241,6 +250,15 @@ class FocusDiscriminate(backbones_lib.BackboneFields, kw_only=True):
     g = self.geometry()
     _, edge = anchors_lib.nts_default_anchors(g.input_hw, g.scale)
     return anchors_lib.padded_integer_boxes(edge, g.pad) - g.pad
+
+  def candidate_boxes(self, grid_hw: tuple[int, int]) -> np.ndarray:
+    """(N, 4) int64 unpadded candidate boxes of `region_scoring` for an attention map M of
+    `grid_hw` cells: the integer anchors, or one fixed-side box per cell of M ('fixed_centre')."""
+    if self.region_scoring != 'fixed_centre':
+      return self.integer_boxes()
+    g = self.geometry()
+    side = proposals.region_side_px(g.input_hw, self.region_side)
+    return proposals.fixed_centre_boxes(tuple(grid_hw), g.input_hw, side)
 
   def setup(self):
     # The backbone runs twice per forward pass (image, regions), so it is built here once.
@@ -297,12 +315,15 @@ class FocusDiscriminate(backbones_lib.BackboneFields, kw_only=True):
     m = gaussian_blur(m, self.sigma, self.smoothing_truncate, self.smoothing_mode)
     out['attention'] = m
 
-    boxes_int = self.integer_boxes()
-    scores = anchor_scores(m, boxes_int, g.input_hw, self.anchor_score)
-    keep = jax.vmap(lambda s: hard_nms(jnp.asarray(boxes_int, jnp.float32), s,
-                                       self.num_regions, self.nms_iou))(scores)
-    boxes = jnp.asarray(boxes_int, jnp.float32)[keep]  # (B, m, 4)
-    out.update(anchor_scores=scores, region_indices=keep, boxes=boxes)
+    candidates = self.candidate_boxes(m.shape[1:])
+    if self.num_regions > len(candidates):
+      raise ValueError(f'config.model.num_regions={self.num_regions} exceeds the '
+                       f'{len(candidates)} candidate regions ({self.region_scoring!r} on a '
+                       f'{m.shape[1]}x{m.shape[2]} attention map)')
+    scores = proposals.candidate_scores(m, candidates, g.input_hw, self.region_scoring,
+                                        self.anchor_score)
+    keep, boxes = proposals.select(scores, candidates, self.num_regions, self.nms_iou)
+    out.update(anchor_scores=scores, region_indices=keep, boxes=boxes)  # boxes: (B, m, 4)
 
     if not self.use_regions:
       out.update(logits=image_logits, features=image_feat)
@@ -321,9 +342,22 @@ class FocusDiscriminate(backbones_lib.BackboneFields, kw_only=True):
     if not self.use_hybrid:
       out.update(logits=image_logits, features=image_feat)
       return out
-    hybrid_feat = jnp.concatenate(
-        [image_feat, region_feat[:, :self.num_hybrid].reshape(b, -1)], axis=-1)
-    hybrid_logits = Linear(self.num_classes, dtype=self.dtype, name='hybrid_classifier')(
-        hybrid_feat)
+    top = region_feat[:, :self.num_hybrid]
+    hybrid_fc = Linear(self.num_classes, dtype=self.dtype, name='hybrid_classifier')
+    hybrid_feat = self._hybrid_feature(image_feat, top)
+    hybrid_logits = hybrid_fc(hybrid_feat)
     out.update(hybrid_logits=hybrid_logits, logits=hybrid_logits, features=hybrid_feat)
+    if not train:  # the slot-order diagnostic (step 6): every region one slot up
+      out['hybrid_logits_rolled'] = hybrid_fc(
+          self._hybrid_feature(image_feat, jnp.roll(top, -1, axis=1)))
     return out
+
+  def _hybrid_feature(self, image_feat: jax.Array, regions: jax.Array) -> jax.Array:
+    """F^I (B, n) and the top-l region features (B, l, n) -> the hybrid feature (step 6)."""
+    if self.hybrid_fusion == 'concat':
+      pooled = regions.reshape(regions.shape[0], -1)
+    elif self.hybrid_fusion == 'mean':
+      pooled = regions.mean(axis=1)
+    else:  # 'max'
+      pooled = regions.max(axis=1)
+    return jnp.concatenate([image_feat, pooled], axis=-1)

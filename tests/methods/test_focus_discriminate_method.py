@@ -73,7 +73,8 @@ def test_eval_metric_on_hand_made_boxes(make_config):
                              config)['top1_region_on_object'] == 0.5
   assert 0 < got['anchor_on_object_chance'] < 1
   no_boxes = METHOD.eval_metrics({**base, 'boxes': boxes}, config)  # a dataset without boxes
-  assert set(no_boxes) == {'image_top1', 'region_top1', 'top1_region_top1'}
+  assert set(no_boxes) == {'image_top1', 'region_top1', 'top1_region_top1',
+                           'region_side_frac_mean', 'attention_stride_frac'}
   no_regions = METHOD.eval_metrics({**base, 'region_logits': np.zeros((4, 0, 2))}, config)
   assert no_regions == {'image_top1': 0.5}
 

@@ -51,9 +51,12 @@ class Interrupted(KeyboardInterrupt):
     self.step = step
 
 
-def make_train_step(exp: experiment_lib.Experiment, tx: optax.GradientTransformation):
-  """The jitted `(state, batch) -> (state, metrics)` for one stage's optimizer."""
+def make_train_step(exp: experiment_lib.Experiment, tx: optax.GradientTransformation,
+                    stage: optim.Stage | None = None):
+  """The jitted `(state, batch) -> (state, metrics)` for one stage's optimizer; `stage` adds the
+  method's `stage_inputs` for it to `model.apply` (None: none)."""
   method, config, model = exp.method, exp.config, exp.model
+  stage_inputs = dict(method.stage_inputs(config, stage)) if stage is not None else {}
 
   def train_step(state: TrainState, batch: dict):
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
@@ -62,7 +65,7 @@ def make_train_step(exp: experiment_lib.Experiment, tx: optax.GradientTransforma
       extra_inputs = {arg: batch[key] for arg, key in method.train_inputs}
       outputs, updates = model.apply(
           variables(params, state.batch_stats), batch['image'], train=True,
-          rngs={'dropout': key}, mutable=['batch_stats'], **extra_inputs)
+          rngs={'dropout': key}, mutable=['batch_stats'], **extra_inputs, **stage_inputs)
       loss, extra = method.loss_fn(outputs, batch, config)
       return loss, (extra, updates)
 
@@ -208,7 +211,7 @@ def _train_stage(run: _Run, stage: optim.Stage, state: TrainState, position: int
   lr_fn = optim.schedule(stage.optim, stage.num_steps, exp.steps_per_epoch)
   batch = next(batches)
   t0 = time.perf_counter()
-  train_step = make_train_step(exp, exp.optimizer(stage)).lower(state, batch).compile()
+  train_step = make_train_step(exp, exp.optimizer(stage), stage).lower(state, batch).compile()
   log(f'stage {stage.name!r} (steps {stage.start_step}-{stage.end_step}): compiled train step '
       f'in {time.perf_counter() - t0:.1f}s')
   step = int(state.step)

@@ -10,26 +10,27 @@ background = the last of the L + 1 channels, h x w = the feature grid, W H in th
   loss_loc = ((1 - w) l1 + w l0) / (h w)      (eq. 2; M_b and w carry no gradient)
   loss_obj = -log softmax(object logits)_t    (eq. 5)
   loss_s = loss_loc + loss_obj                (eq. 6), batch means
-Training objective: sum over scales of loss_s. Scale s + 1's input is cropped with boxes from a
-mask without gradient, so no loss reaches another scale's parameters; stage s of
+Training objective: sum over the computed scales of loss_s. Scale s + 1's input is cropped with
+boxes from a mask without gradient, so no loss reaches another scale's parameters; stage s of
 `scale_stages()` freezes every scale but s (fgjax.optim frozen groups), which is the paper's
-"trained sequentially, each scale optimised independently" (section 4.4.2).
+"trained sequentially, each scale optimised independently" (section 4.4.2). `stage_inputs` tells
+the model which scale a stage trains (`train_scale`): with `frozen_scales='inference'` (default)
+the stage runs scales 1..s - 1 forward in inference mode (their loss is logged, without gradient),
+scale s in training mode, and no later scale.
 
 Config: `config.model` is the fields of fgjax.models.activation_attention.ActivationAttention
 (their defaults and meanings are documented there): `losses` = 'both' | 'local' | 'object' is the
 Table 5 ablation, `num_local` = n (Figure 8: 1, 2, 4, 8, 16), `num_scales`, the readings of the
-paper's ambiguities, and `sequential_stages` / `first_trained_scale`, which `check_config` reads.
+paper's ambiguities, and `sequential_stages` / `first_trained_scale` / `frozen_scales`, which
+`check_config` and `stage_inputs` read.
 
-Evaluation (classification protocol): `logits` is the final multi-scale prediction; eval_metrics
-adds Table 6 (acc_loc / acc_obj / acc_avg for every scale and 'ms' = multi-scale) and the
-attention-box IoU of every scale's (composed) box with the dataset's `bbox` (section 5.5: 0.54 on
-CUB for scale 1), plus the mean box area.
-
-Known limitation: the trainer does not tell the model which stage runs, so (1) every scale is
-computed in every stage (stage 1 also runs scales 2-3 forward/backward; their updates are zeroed),
-and (2) a frozen scale's BatchNorm runs in training mode (batch statistics, running averages
-updated). Real-data configs set the ResNet's `bn_frozen=True`, so (2) only concerns the CPU
-small_cnn recipe.
+Evaluation (classification protocol; every scale computed): `logits` is the final multi-scale
+prediction; eval_metrics adds Table 6 (acc_loc / acc_obj / acc_avg for every scale and 'ms' =
+multi-scale), the attention-box IoU of every scale's (composed) box with the dataset's `bbox`
+(section 5.5: 0.54 on CUB for scale 1), the mean box area in the original image
+(`box_area_scale{s}`) and the box diagnostics `diagnose` reads: `box_area_frac_scale{s}` (the box
+as a fraction of the input scale s sees) and `box_degenerate_frac_scale{s}` (boxes at most one
+feature cell high or wide).
 """
 
 from __future__ import annotations
@@ -43,8 +44,19 @@ import numpy as np
 
 from fgjax import default_config, losses
 from fgjax.methods.common import Method, check_backbone
+from fgjax.models import backbones as backbones_lib
 from fgjax.models.activation_attention import ActivationAttention
 from fgjax.visualisation import panels
+
+# `diagnose` thresholds. A box covering > 90% of the input its scale sees on average crops
+# (almost) nothing away: the next scale sees the same image and the object features are a global
+# max-pool (the embedded fgvc benchmark's first runs: 93-95%, at chance accuracy). A box that
+# localises an object stays well below unless the objects fill the images.
+WHOLE_INPUT_AREA_FRAC = 0.9
+# A box at most one feature cell (one backbone stride) high or wide means M_b collapsed to a line
+# or a point; flagged when it is the case for most images (> half), not for a few small objects.
+DEGENERATE_IMAGES_FRAC = 0.5
+_ONE_CELL = 1.0 + 1e-3  # box sides are whole cells; the slack absorbs float32 box composition
 
 
 def scale_stages(num_scales: int, epochs_per_scale: float, first: int = 1,
@@ -53,6 +65,28 @@ def scale_stages(num_scales: int, epochs_per_scale: float, first: int = 1,
   return tuple(ml_collections.ConfigDict({
       'name': f'scale{s}', 'num_epochs': float(epochs_per_scale),
       'frozen': rf'^scale(?!{s}/)\d+/', **optim_overrides}) for s in range(first, num_scales + 1))
+
+
+def stage_inputs(config, stage) -> dict:
+  """`Method.stage_inputs`: the `model.apply` keywords of the training steps of `stage` (an
+  `fgjax.optim.Stage`). A sequential stage (`config.model.sequential_stages`, a non-empty
+  `config.stages`, checked by `check_config` to train scale first_trained_scale + stage.index
+  alone) with `frozen_scales='inference'` gives `train_scale`; otherwise nothing (every scale in
+  training mode)."""
+  m = config.model
+  if not (m.sequential_stages and len(config.stages)) or m.frozen_scales != 'inference':
+    return {}
+  return {'train_scale': m.first_trained_scale + stage.index}
+
+
+def migrate_model_config(model: dict) -> list[str]:
+  """`Method.migrate_model_config`: a config.json of fgjax before 2026-12 has no
+  `frozen_scales`; its stages ran every scale in training mode ('training')."""
+  if 'frozen_scales' in model:
+    return []
+  model['frozen_scales'] = 'training'
+  return ["config.model.frozen_scales: absent (fgjax before 2026-12 ran every scale in training "
+          "mode in every stage) -> 'training'"]
 
 
 def local_loss(activations: jax.Array, mask: jax.Array, labels: jax.Array) -> jax.Array:
@@ -91,7 +125,19 @@ def loss_fn(outputs, batch, config):
 
 
 def predict_fn(outputs):
-  return {k: outputs[k] for k in ('logits', 'features', 'local_probs', 'object_probs', 'boxes')}
+  out = {k: outputs[k] for k in ('logits', 'features', 'local_probs', 'object_probs', 'boxes')}
+  grid = jnp.asarray(outputs['mask'].shape[2:4], jnp.float32)
+  return {**out, 'box_cells': scale_box_sides(outputs['boxes']) * grid}
+
+
+def scale_box_sides(boxes: jax.Array) -> jax.Array:
+  """(..., S, 2): height and width of every scale's box as a fraction of the input that scale
+  saw (scale 1: the image; scale s: the crop of scale s - 1's box), from `boxes` (..., S, 4),
+  the model's boxes composed into the original image."""
+  boxes = jnp.asarray(boxes, jnp.float32)
+  sides = jnp.stack([boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]], axis=-1)
+  outer = jnp.concatenate([jnp.ones_like(sides[..., :1, :]), sides[..., :-1, :]], axis=-2)
+  return sides / jnp.maximum(outer, 1e-12)
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -103,8 +149,48 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
   return inter / np.maximum(area(a) + area(b) - inter, 1e-12)
 
 
+def box_metrics(boxes: np.ndarray, cells: np.ndarray | None = None) -> dict:
+  """Per scale s (boxes (M, S, 4) in the original frame, cells (M, S, 2) the box sides in
+  feature cells of the scale's input): `box_area_scale{s}` (mean area, fraction of the original
+  image), `box_area_frac_scale{s}` (mean area, fraction of the input scale s sees) and
+  `box_degenerate_frac_scale{s}` (fraction of images whose box is at most one cell high or wide)."""
+  sides = np.asarray(scale_box_sides(boxes), np.float64)
+  out = {}
+  for s in range(boxes.shape[1]):
+    b = boxes[:, s]
+    out[f'box_area_scale{s + 1}'] = float(np.mean((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])))
+    out[f'box_area_frac_scale{s + 1}'] = float(np.mean(sides[:, s, 0] * sides[:, s, 1]))
+    if cells is not None:
+      out[f'box_degenerate_frac_scale{s + 1}'] = float(np.mean(
+          np.min(cells[:, s], axis=-1) <= _ONE_CELL))
+  return out
+
+
+def diagnose(metrics: dict) -> list[str]:
+  """`Method.diagnose`: attention boxes that select (almost) the whole input, or collapse to
+  one feature cell, at any scale."""
+  warnings = []
+  for key in sorted(k for k in metrics if k.startswith('box_area_frac_scale')):
+    v, s = metrics[key], key[len('box_area_frac_scale'):]
+    if v > WHOLE_INPUT_AREA_FRAC:
+      warnings.append(
+          f'{key} = {v:.3f}: the Otsu box of scale {s} covers {v:.0%} of its input on average '
+          f'(> {WHOLE_INPUT_AREA_FRAC}): its attention selects almost nothing, so its '
+          'crop-and-zoom is inert (the next scale sees about the same image) and its object '
+          'features are a global max-pool')
+  for key in sorted(k for k in metrics if k.startswith('box_degenerate_frac_scale')):
+    v, s = metrics[key], key[len('box_degenerate_frac_scale'):]
+    if v > DEGENERATE_IMAGES_FRAC:
+      warnings.append(
+          f'{key} = {v:.3f}: for {v:.0%} of the images the box of scale {s} is at most one '
+          'feature cell (one backbone stride) high or wide: its Otsu mask collapsed to a line '
+          'or a point, and the next scale zooms a single cell')
+  return warnings
+
+
 def eval_metrics(gathered, config) -> dict:
-  """Table 6 (per scale and multi-scale 'ms') + attention-box IoU / area per scale."""
+  """Table 6 (per scale and multi-scale 'ms') + attention-box IoU (where the dataset has
+  `bbox`) and the box metrics (`box_metrics`) per scale."""
   labels = gathered['label']
   loc, obj = gathered['local_probs'], gathered['object_probs']  # (M, S, L)
   which = config.model.losses
@@ -116,11 +202,11 @@ def eval_metrics(gathered, config) -> dict:
     out[f'acc_loc_{tag}'] = acc(loc[:, s])
     out[f'acc_obj_{tag}'] = acc(obj[:, s])
     out[f'acc_avg_{tag}'] = acc(avg[:, s])
-    iou = box_iou(gathered['boxes'][:, s], gathered['bbox'])
-    out[f'attention_iou_{tag}'] = float(np.mean(iou))
-    out[f'attention_iou_ge_0.5_{tag}'] = float(np.mean(iou >= 0.5))
-    b = gathered['boxes'][:, s]
-    out[f'box_area_{tag}'] = float(np.mean((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])))
+    if 'bbox' in gathered:
+      iou = box_iou(gathered['boxes'][:, s], gathered['bbox'])
+      out[f'attention_iou_{tag}'] = float(np.mean(iou))
+      out[f'attention_iou_ge_0.5_{tag}'] = float(np.mean(iou >= 0.5))
+  out.update(box_metrics(np.asarray(gathered['boxes']), gathered.get('box_cells')))
   out['acc_loc_ms'] = acc(loc.mean(1))
   out['acc_obj_ms'] = acc(obj.mean(1))
   out['acc_avg_ms'] = acc(avg.mean(1))
@@ -151,15 +237,26 @@ def _check_stages(config):
     raise ValueError(f'config.stages has {len(config.stages)} stage(s) but config.model.num_scales'
                      f' is {n} (first_trained_scale {first}): the paper trains one scale per '
                      f'stage; {hint}')
+  probes = _probe_names(config)
   for i, spec in enumerate(config.stages):
     frozen = spec.get('frozen', config.optim.frozen)
     pattern = re.compile(frozen) if frozen else None
     for s in range(1, n + 1):
-      is_frozen = bool(pattern and pattern.search(f'scale{s}/local/kernel'))
-      if is_frozen != (s != i + first):
+      is_frozen = [bool(pattern and pattern.search(f'scale{s}/{p}')) for p in probes]
+      if (s == i + first and any(is_frozen)) or (s != i + first and not all(is_frozen)):
+        name = probes[is_frozen.index(s == i + first)]
         raise ValueError(f'config.stages[{i}].frozen={frozen!r} must freeze every scale except '
-                         f'scale{i + first} (scale{s} is {"" if is_frozen else "not "}frozen); '
-                         f'{hint}')
+                         f'scale{i + first}, all of it (scale{s}/{name} is '
+                         f'{"" if s == i + first else "not "}frozen); {hint}')
+
+
+def _probe_names(config) -> list[str]:
+  """Parameter names in every part of a scale (heads, and backbone names at each of its
+  feature maps), on which `_check_stages` tests the stages' frozen patterns without tracing."""
+  kwargs = config.model.get('backbone_kwargs', {})
+  layers = backbones_lib.get_backbone(config.model.backbone, **kwargs).feature_strides
+  return (['local/kernel', 'local/bias', 'object/kernel', 'object/bias']
+          + [f'backbone/{layer}/kernel' for layer in dict(layers)])
 
 
 def pretrained(config):
@@ -195,8 +292,9 @@ METHOD = Method(
     pretrained=pretrained,
     description='local classifiers -> max-aggregated activations -> Otsu attention mask; local + '
                 'object losses; 3 scales of crop-and-zoom trained in sequence',
-    eval_outputs=('local_probs', 'object_probs', 'boxes'), eval_batch_keys=('bbox',),
-    eval_metrics=eval_metrics, attention_panels=attention_panels)
+    eval_outputs=('local_probs', 'object_probs', 'boxes', 'box_cells'), eval_batch_keys=('bbox',),
+    eval_metrics=eval_metrics, attention_panels=attention_panels,
+    migrate_model_config=migrate_model_config, diagnose=diagnose, stage_inputs=stage_inputs)
 
 
 def paper_recipe(c: ml_collections.ConfigDict, runlocal: bool = False,

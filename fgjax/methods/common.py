@@ -22,6 +22,9 @@ naming `config.model.<field>`, `fgjax.models.fields`); nothing copies them.
   `python -m fgjax.pretrained convert`) loaded into the subtree `param_prefix` of a fresh run.
 - `train_inputs`: ((model keyword, batch key), ...) passed to `model.apply` in training only,
   e.g. (('labels', 'label'),) for a ground-truth-class CAM; evaluation never sees labels.
+- `stage_inputs(config, stage) -> dict`: further keywords of `model.apply` in the training steps
+  of `stage` (a `fgjax.optim.Stage`: index, name, its optim with the stage's `frozen` pattern),
+  so that a model computes only what the stage trains (activation_attention: `train_scale`).
 - Evaluation extras (classification protocol): `eval_outputs` names further predict_fn outputs and
   `eval_batch_keys` further dataset fields to gather over the split (those the dataset has);
   `eval_metrics(gathered, config) -> dict` turns them into metrics merged into the result
@@ -129,6 +132,7 @@ class Method:
   eval_batch_keys: tuple[str, ...] | Callable = ()
   eval_metrics: Callable | None = None
   train_inputs: tuple[tuple[str, str], ...] = ()
+  stage_inputs: Callable[[ml_collections.ConfigDict, Any], dict] = lambda config, stage: {}
   attention_panels: Callable | None = None
   panel_captures: tuple[str, ...] = ()
   migrate_model_config: Callable[[dict], list[str]] = lambda model: []

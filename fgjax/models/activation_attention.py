@@ -25,10 +25,17 @@ boxes are data, the output size is static, the whole pyramid is one jit. The fin
 the mean of the scales' predictions (probabilities); `logits` = log of that mean (so softmax of
 `logits` gives it back and argmax is the paper's final prediction).
 
+Sequential training (section 4.4.2: "trained sequentially ... each scale optimised
+independently"): `__call__(..., train_scale=s)` computes what the stage training scale s needs:
+scales 1..s - 1 in inference mode (BatchNorm on its running averages, no statistics updated, outputs
+under stop_gradient; they only give scale s its crop), scale s in training mode, and no later scale
+(`fgjax.methods.activation_attention.stage_inputs` passes it). Without it every scale runs in the
+mode `train` says (joint training, evaluation).
+
 Readings of the paper's ambiguities are options, documented on `ActivationAttention`'s fields
-(`attention_source`, `local_prediction`, `crop_source`, `align_corners`, `min_box_fraction`). An
-empty M_b (a constant attention map: Otsu returns the constant, nothing is above it) gives the
-whole image as box.
+(`attention_source`, `local_prediction`, `crop_source`, `align_corners`, `min_box_fraction`,
+`frozen_scales`). An empty M_b (a constant attention map: Otsu returns the constant, nothing is
+above it) gives the whole image as box.
 Precision: the backbone runs in the compute dtype; the local conv, object Dense, attention, Otsu and
 boxes run in float32 (thresholds of low-precision activations flip mask cells).
 """
@@ -48,6 +55,7 @@ from fgjax.ops import otsu
 ATTENTION_SOURCES = ('activations', 'probabilities')
 LOCAL_PREDICTIONS = ('pool_then_softmax', 'softmax_then_pool')
 CROP_SOURCES = ('original', 'previous')
+FROZEN_SCALES = ('inference', 'training')  # the `frozen_scales` field
 LOSSES = ('both', 'local', 'object')  # the `losses` field (Table 5 ablation)
 
 
@@ -109,7 +117,6 @@ def compose_boxes(outer: jax.Array, inner: jax.Array, height: int, width: int) -
   sx = (outer[:, 3] - outer[:, 1]) / width
   return jnp.stack([outer[:, 0] + inner[:, 0] * sy, outer[:, 1] + inner[:, 1] * sx,
                     outer[:, 0] + inner[:, 2] * sy, outer[:, 1] + inner[:, 3] * sx], axis=-1)
-
 
 
 class ScaleNet(nn.Module, kw_only=True):
@@ -202,9 +209,21 @@ class ActivationAttention(backbones_lib.BackboneFields, kw_only=True):
       scales) and `config.stages = scale_stages(num_scales, e, first=...)` trains the rest, so a
       single-scale run can be continued into a multi-scale one. Read by the config checks, not by
       `__call__`.
+    frozen_scales: how a sequential stage (training scale s) runs the other scales: 'inference'
+      (scales before s in inference mode: BatchNorm on its running averages, no statistics
+      updated, no gradient; scales after s not computed) or 'training' (every scale in training
+      mode in every stage, the frozen ones' updates zeroed by the stage's `frozen` pattern: their
+      BatchNorm normalises with batch statistics and keeps updating its running averages, at
+      about S times the work of stage 1; fgjax before 2026-12). Read by
+      `fgjax.methods.activation_attention.stage_inputs`, which passes `train_scale` to `__call__`.
     dtype: compute dtype of the backbones; the heads, attention, Otsu and boxes run in float32.
 
-  `__call__(images, train)` returns (S = num_scales, grid h x w, L classes):
+  `__call__(images, train, train_scale=None)`: `train_scale` = s in [1, num_scales] computes
+  scales 1..s only, scale s in the mode `train` says and the earlier ones in inference mode under
+  stop_gradient (the outputs below then have S = s); None computes every scale in the mode `train`
+  says.
+
+  It returns (S = num_scales, grid h x w, L classes):
     logits (N, L): log of the mean over scales of the scale predictions;
     activations (N, S, h, w, L + 1), attention / mask (N, S, h, w), object_logits (N, S, L),
     local_probs / object_probs / scale_probs (N, S, L);
@@ -224,12 +243,13 @@ class ActivationAttention(backbones_lib.BackboneFields, kw_only=True):
   min_box_fraction: float = 0.0
   sequential_stages: bool = True
   first_trained_scale: int = 1
+  frozen_scales: str = 'inference'
   dtype: Any = jnp.float32
 
   def __post_init__(self):
     fields.check_choices(self, {'losses': LOSSES, 'attention_source': ATTENTION_SOURCES,
                                 'local_prediction': LOCAL_PREDICTIONS,
-                                'crop_source': CROP_SOURCES})
+                                'crop_source': CROP_SOURCES, 'frozen_scales': FROZEN_SCALES})
     for field, lo in (('num_scales', 1), ('num_local', 1), ('otsu_bins', 2)):
       if getattr(self, field) < lo:
         raise ValueError(f'config.model.{field} must be >= {lo}, got {getattr(self, field)}')
@@ -242,13 +262,18 @@ class ActivationAttention(backbones_lib.BackboneFields, kw_only=True):
     super().__post_init__()
 
   @nn.compact
-  def __call__(self, images: jax.Array, train: bool = False) -> dict[str, jax.Array]:
+  def __call__(self, images: jax.Array, train: bool = False,
+               train_scale: int | None = None) -> dict[str, jax.Array]:
     if images.ndim != 4:
       raise ValueError(f'expected NHWC images, got shape {images.shape}')
+    if train_scale is not None and not 1 <= train_scale <= self.num_scales:
+      raise ValueError(f'train_scale must be None or in [1, num_scales={self.num_scales}], got '
+                       f'{train_scale}')
     n, height, width, _ = images.shape
     frame = jnp.tile(jnp.array([[0.0, 0.0, height, width]], jnp.float32), (n, 1))
     x, outs, boxes = images, [], []
-    for s in range(self.num_scales):
+    for s in range(self.num_scales if train_scale is None else train_scale):
+      frozen = train_scale is not None and s + 1 < train_scale
       if s > 0:
         if self.crop_source == 'original':
           x = crop_ops.crop_and_resize(images, frame, (height, width), self.align_corners)
@@ -264,7 +289,9 @@ class ActivationAttention(backbones_lib.BackboneFields, kw_only=True):
           backbone_kwargs=self.backbone_kwargs, backbone_pretrained=self.backbone_pretrained,
           num_local=self.num_local, attention_source=self.attention_source,
           local_prediction=self.local_prediction, otsu_bins=self.otsu_bins, dtype=self.dtype,
-          name=f'scale{s + 1}')(x, train=train)
+          name=f'scale{s + 1}')(x, train=train and not frozen)
+      if frozen:  # it only gives the trained scale its crop: no backward pass through it
+        out = jax.lax.stop_gradient(out)
       local_box = jax.lax.stop_gradient(
           box_from_mask(out['mask'], height, width, self.min_box_fraction))
       frame = compose_boxes(frame, local_box, height, width)

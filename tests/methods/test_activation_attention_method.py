@@ -161,11 +161,19 @@ HAND_WRITTEN_MODEL = {
     'sequential_stages': True, 'first_trained_scale': 1}
 
 
+# Fields added since, with their defaults (`migrate_model_config` gives a config.json without them
+# the behaviour before: frozen_scales='training').
+ADDED_FIELDS = {'frozen_scales': 'inference'}
+
+
 def test_default_model_config_is_the_module_fields():
   config = aa.METHOD.default_model_config().to_dict()
-  assert config == HAND_WRITTEN_MODEL
+  assert config == {**HAND_WRITTEN_MODEL, **ADDED_FIELDS}
   assert {k: type(v) for k, v in config.items()} == {
-      k: type(v) for k, v in HAND_WRITTEN_MODEL.items()}
+      k: type(v) for k, v in {**HAND_WRITTEN_MODEL, **ADDED_FIELDS}.items()}
+  old = dict(HAND_WRITTEN_MODEL)
+  assert aa.migrate_model_config(old) and old == {**HAND_WRITTEN_MODEL,
+                                                  'frozen_scales': 'training'}
   assert methods.get('activation_attention') is aa.METHOD
 
 

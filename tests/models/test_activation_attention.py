@@ -200,3 +200,42 @@ def test_previous_crop_source_runs_and_differs_from_original_only_after_scale2(r
   # Scale 2 sees the same crop either way (its source frame is the original image).
   np.testing.assert_allclose(prev['activations'][:, :2], out['activations'][:, :2], atol=1e-5)
   np.testing.assert_allclose(prev['boxes'], out['boxes'], atol=1e-6)
+
+
+def test_train_scale_runs_earlier_scales_in_inference_mode_and_skips_later_ones(run):
+  """train_scale=2 (stage 2 of sequential training): scale 1 as in evaluation (BatchNorm on its
+  running averages, statistics kept, no gradient), scale 2 in training mode, no scale 3."""
+  model, images, variables, out, _ = run
+  staged, updates = model.apply(variables, images, train=True, train_scale=2,
+                                mutable=['batch_stats'])
+  assert staged['activations'].shape[1] == 2 and staged['boxes'].shape[1] == 2
+  for key in ('activations', 'attention', 'mask', 'object_logits', 'boxes'):
+    np.testing.assert_allclose(staged[key][:, 0], out[key][:, 0], atol=1e-5, err_msg=key)
+  stats, new = variables['batch_stats'], updates['batch_stats']
+  assert jax.tree.structure(new) == jax.tree.structure(stats)  # the tree checkpoints hold
+  same = lambda s: all(jax.tree.leaves(jax.tree.map(np.array_equal, stats[s], new[s])))
+  assert same('scale1') and same('scale3') and not same('scale2')
+
+  def loss(params):
+    o, _ = model.apply({**variables, 'params': params}, images, train=True, train_scale=2,
+                       mutable=['batch_stats'])
+    return jnp.sum(o['object_logits'] ** 2) + jnp.sum(o['activations'] ** 2)
+  grads = jax.grad(loss)(variables['params'])
+  nonzero = lambda s: any(np.any(np.asarray(g) != 0) for g in jax.tree.leaves(grads[s]))
+  assert nonzero('scale2') and not nonzero('scale1') and not nonzero('scale3')
+
+
+def test_train_scale_one_and_every_scale(run):
+  model, images, variables, _, _ = run
+  one, _ = model.apply(variables, images, train=True, train_scale=1, mutable=['batch_stats'])
+  every, _ = model.apply(variables, images, train=True, mutable=['batch_stats'])
+  assert one['activations'].shape[1] == 1 and every['activations'].shape[1] == 3
+  np.testing.assert_allclose(one['activations'][:, 0], every['activations'][:, 0], atol=1e-5)
+  for bad in (0, 4):
+    with pytest.raises(ValueError, match='train_scale'):
+      model.apply(variables, images, train=True, train_scale=bad, mutable=['batch_stats'])
+
+
+def test_frozen_scales_value_check():
+  with pytest.raises(ValueError, match='config.model.frozen_scales'):
+    _model(frozen_scales='sometimes')

@@ -162,7 +162,8 @@ class _Identity(nn.Module):
 
 def a3m_head_model(num_classes: int, attribute_classes, embed_dim: int):
   return A3M(num_classes=num_classes, backbone=_Identity(), layer='x',
-             attribute_classes=tuple(attribute_classes), embed_dim=embed_dim, variant='paper')
+             attribute_classes=tuple(attribute_classes), embed_dim=embed_dim, variant='paper',
+             attention_norm='none')  # the literal head, as its PyTorch peer
 
 
 def a3m_loss(outputs, labels, attr_labels, attribute_classes):

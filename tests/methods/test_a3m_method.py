@@ -216,11 +216,12 @@ def test_migrate_model_config_resolves_the_old_placeholders():
       "config.model.beta: -1.0 (the variant's default in fgjax before 2026-12) -> 0.5",
       "config.model.dropout_rate: -1.0 (the variant's default in fgjax before 2026-12) -> 0.5",
       "config.model.bn_momentum: -1.0 (the variant's default in fgjax before 2026-12) -> 0.99"]
+  # (attention_norm given: its own migration is tested in tests/methods/test_a3m_readings.py.)
   paper = {'variant': 'paper', 'alpha': -1.0, 'beta': 0.3, 'dropout_rate': -1.0,
-           'bn_epsilon': -1.0, 'bn_momentum': -1.0}
+           'bn_epsilon': -1.0, 'bn_momentum': -1.0, 'attention_norm': 'none'}
   assert len(a3m_method.migrate_model_config(paper)) == 4
   assert paper == {'variant': 'paper', 'alpha': 0.5, 'beta': 0.3, 'dropout_rate': 0.0,
-                   'bn_epsilon': 1e-3, 'bn_momentum': 0.99}
+                   'bn_epsilon': 1e-3, 'bn_momentum': 0.99, 'attention_norm': 'none'}
   assert a3m_method.migrate_model_config(paper) == []  # already migrated: nothing to do
   assert METHOD.migrate_model_config is a3m_method.migrate_model_config
 
@@ -228,7 +229,10 @@ def test_migrate_model_config_resolves_the_old_placeholders():
 def test_build_model_from_a_backbone_name_keeps_the_parameter_names(make_config):
   """`backbone` names a registered backbone: built by the model under the scope `backbone` (as
   the modules before 2026-12 received it), so old checkpoints and '^backbone/' regexes match."""
-  config = make_config('a3m', embed_dim=8, attribute_classes=(2, 3), branch_batchnorm=True)
+  # attention_norm='none': the reading those modules had (the default's attn_bn / attr_scores_bn
+  # are checked in tests/methods/test_a3m_readings.py).
+  config = make_config('a3m', embed_dim=8, attribute_classes=(2, 3), branch_batchnorm=True,
+                       attention_norm='none')
   model = METHOD.build_model(config, types.SimpleNamespace(num_classes=4))
   images = jnp.zeros((2, 32, 32, 3), jnp.uint8)
   shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), images))

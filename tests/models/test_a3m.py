@@ -86,7 +86,8 @@ def test_official_code_variant_matches_fixture():
   np.testing.assert_allclose(np.concatenate([jax.nn.softmax(g) for g in groups], -1),
                              d['out/attr_prob_concat'], **prob_tol)
   # The fixture tells the readings apart: the paper's equations on the same weights differ.
-  paper = model.clone(variant='paper', branch_batchnorm=True)
+  # (attention_norm='none': the literal equations, which this check was written for.)
+  paper = model.clone(variant='paper', branch_batchnorm=True, attention_norm='none')
   paper_vars = {'params': {k: v for k, v in variables['params'].items()
                            if k.startswith(('category', 'attribute'))},
                 'batch_stats': {k: v for k, v in variables['batch_stats'].items()
@@ -103,11 +104,13 @@ def _sigmoid(z):
 
 @pytest.mark.parametrize('region_pool', ['max', 'mean'])
 def test_paper_variant_matches_numpy_equations(region_pool):
+  """The literal equations (attention_norm='none', set explicitly since the default became
+  'batchnorm'); tests/methods/test_a3m_readings.py checks the default's normalisation."""
   rng = np.random.default_rng(0)
   n, h, w, c, d, attrs = 2, 3, 4, 6, 5, (2, 3, 4)
   fmap = rng.normal(size=(n, h, w, c)).astype(np.float32)
   model = A3M(num_classes=7, backbone=_Given(), layer='map', attribute_classes=attrs,
-              embed_dim=d, region_pool=region_pool)
+              embed_dim=d, region_pool=region_pool, attention_norm='none')
   variables = jax.jit(model.init)(jax.random.key(1), jnp.asarray(fmap))
   # Biases are zero at init: randomise them so that they are exercised.
   variables = jax.tree_util.tree_map_with_path(

@@ -8,7 +8,7 @@ python -m fgjax.train --config=configs/cars_a3m_retrieval.py:runlocal --workdir=
 
 No attribute labels: K = 5 attribute branches (the CompCars attribute count; the paper does not
 say how many it used here) learn without supervision ("w/o attr-label"); embedding d = 384.
-Seed 002 reports R@1 80.0. Recipe: fgjax.methods.a3m.a3m_recipe (paper section 4.1.4); the
+Han et al. 2018 report R@1 80.0. Recipe: fgjax.methods.a3m.a3m_recipe (paper section 4.1.4); the
 argument `:variant=official_code` (default `paper`) selects the authors' Keras code's reading and
 its loss weights, dropout and BatchNorm settings.
 """

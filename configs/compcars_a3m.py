@@ -6,7 +6,7 @@ python -m fgjax.train --config=configs/compcars_a3m.py --workdir=DIR \
 python -m fgjax.train --config=configs/compcars_a3m.py:variant=official_code ...  # authors' code
 python -m fgjax.train --config=configs/compcars_a3m.py:runlocal --workdir=DIR   # CPU smoke run
 
-Seed 002 reports 95.4% with ResNet-50 and the 5 model attributes. The builder's
+Han et al. 2018 report 95.4% with ResNet-50 and the 5 model attributes. The builder's
 `attribute_classes` field holds one class per attribute (-1 = unknown, left out of the loss):
 maximum speed (6 bins), displacement (6 bins), doors, seats, type (12). The numbers of door and
 seat classes come from the data: check them against the prepared dataset's

@@ -6,7 +6,7 @@ python -m fgjax.train --config=configs/cub_a3m.py --workdir=DIR \
 python -m fgjax.train --config=configs/cub_a3m.py:variant=official_code ...  # the authors' code
 python -m fgjax.train --config=configs/cub_a3m.py:runlocal --workdir=DIR   # CPU smoke run
 
-Seed 002 reports 86.2% with ResNet-50. The 28 multi-class attribute groups are the builder's
+Han et al. 2018 report 86.2% with ResNet-50. The 28 multi-class attribute groups are the builder's
 `attribute_groups` field (class 0 = no value of the group present), whose sizes are those of the
 official code (sum 340). Recipe: fgjax.methods.a3m.a3m_recipe (paper section 4.1.4). Attribute
 accuracies per group are in metrics.json (attribute_accuracy/k). The argument

@@ -8,7 +8,7 @@ python -m fgjax.train --config=configs/cub_a3m_retrieval.py:runlocal --workdir=D
 
 No attribute labels (paper section 4.1.3): the 28 attribute branches learn without supervision
 ("w/o attr-label"); embedding d = 384 (the paper's 384-d setting); f_final is the embedding.
-Seed 002 reports R@1 61.2. Recipe: fgjax.methods.a3m.a3m_recipe (paper section 4.1.4); the
+Han et al. 2018 report R@1 61.2. Recipe: fgjax.methods.a3m.a3m_recipe (paper section 4.1.4); the
 argument `:variant=official_code` (default `paper`) selects the authors' Keras code's reading and
 its loss weights, dropout and BatchNorm settings.
 """

@@ -6,6 +6,8 @@ python -m fgjax.train --config=configs/synthetic_fgvc_a3m.py:ablation=baseline1 
 
 The paper's claim checked here: A3M > Baseline-1 (the category branch alone,
 `:ablation=baseline1`). Backbone: the D stream of configs/synthetic_fgvc_bcnn.py (8x8 grid).
+`:backbone=r` swaps it for the small ResNet (fgjax.default_config.FGVC_STREAM_R, the stand-in of
+the paper's ResNet-50; the same 8x8 grid); `:backbone=d` stays the default.
 
 `:weights=DIR` starts the backbones from `python -m benchmarks.pretrain --out=DIR` (the
 pretrained layers train at the full learning rate); without it they start from scratch.
@@ -19,10 +21,10 @@ from fgjax.methods.a3m import variant_model_config
 
 
 def get_config(arg=None):
-  arg = parse_arg(arg, runlocal=None, weights='', variant='paper', ablation='none')
+  arg = parse_arg(arg, runlocal=None, weights='', variant='paper', ablation='none', backbone='d')
   c = synthetic_fgvc_recipe(get_base_config())
   c.method = 'a3m'
-  c.model = fgvc_backbone(variant_model_config(arg.variant))
+  c.model = fgvc_backbone(variant_model_config(arg.variant), arg.backbone)
   c.model.ablation = arg.ablation
   c.model.embed_dim = 128
   c.model.attribute_field = 'attributes'

@@ -9,8 +9,13 @@ same epochs as scale 1 of the 3-scale run). Optimiser as configs/synthetic_activ
 (Adam 1e-3: from scratch, SGD often stays at chance; docs/methods/activation_attention.md).
 Epochs: 20 for scale 1, 10 for each later scale.
 
-`:weights=DIR` starts the backbones from `python -m benchmarks.pretrain --out=DIR` (the
-pretrained layers train at the full learning rate); without it they start from scratch.
+`:backbone=r` swaps the D stream for the small ResNet (fgjax.default_config.FGVC_STREAM_R, the
+stand-in of the paper's ResNet-50; same 8x8 grid); `:backbone=d` (the VGG-like D stream) stays
+the default.
+
+`:weights=DIR` starts the backbones from `python -m benchmarks.pretrain --out=DIR` (DIR/d or
+DIR/r; the pretrained layers train at the full learning rate); without it they start from
+scratch.
 """
 
 import ml_collections
@@ -24,10 +29,10 @@ EPOCHS_LATER = 10.0
 
 
 def get_config(arg=None):
-  arg = parse_arg(arg, runlocal=None, weights='', single=False)
+  arg = parse_arg(arg, runlocal=None, weights='', single=False, backbone='d')
   c = synthetic_fgvc_recipe(get_base_config())
   c.method = 'activation_attention'
-  c.model = fgvc_backbone(METHOD.default_model_config())
+  c.model = fgvc_backbone(METHOD.default_model_config(), arg.backbone)
   c.optim.lr_multipliers = ml_collections.ConfigDict()
   c.optim.optimizer = 'adam'
   c.optim.learning_rate = 1e-3

@@ -8,8 +8,12 @@ python -m fgjax.train --config=configs/synthetic_fgvc_focus_discriminate.py:imag
 The paper's claim checked here: hybrid > image-level only (`:image_level`, the paper's ablation:
 no hybrid module, prediction from the image-level classifier).
 
-`:weights=DIR` starts the backbones from `python -m benchmarks.pretrain --out=DIR` (the
-pretrained layers train at the full learning rate); without it they start from scratch.
+`:backbone=r` swaps the D stream for the small ResNet (fgjax.default_config.FGVC_STREAM_R, the
+stand-in of the paper's ResNet-50; same 8x8 grid); `:backbone=d` (the VGG-like D stream) stays
+the default.
+
+`:weights=DIR` starts the backbone from `python -m benchmarks.pretrain --out=DIR` (DIR/d or DIR/r;
+the pretrained layers train at the full learning rate); without it it starts from scratch.
 """
 
 import ml_collections
@@ -20,10 +24,10 @@ from fgjax.methods.focus_discriminate import METHOD
 
 
 def get_config(arg=None):
-  arg = parse_arg(arg, runlocal=None, weights='', image_level=False)
+  arg = parse_arg(arg, runlocal=None, weights='', image_level=False, backbone='d')
   c = synthetic_fgvc_recipe(get_base_config())
   c.method = 'focus_discriminate'
-  c.model = fgvc_backbone(METHOD.default_model_config())
+  c.model = fgvc_backbone(METHOD.default_model_config(), arg.backbone)
   c.optim.lr_multipliers = ml_collections.ConfigDict()
   if arg.image_level:
     c.model.use_hybrid = False

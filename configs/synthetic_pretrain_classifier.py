@@ -5,18 +5,20 @@ classifier (backbone, global average pooling, linear) at 128x128.
 python -m fgjax.train --config=configs/synthetic_pretrain_classifier.py:stream=d --workdir=/tmp/pre_d
 python -m fgjax.pretrained export --workdir=/tmp/pre_d --out=/tmp/weights/d
 
-`:stream=d` (the default) or `:stream=m`: the D or M stream of configs/synthetic_fgvc_*.py
-(fgjax.default_config.FGVC_STREAM_D / FGVC_STREAM_M). `python -m benchmarks.pretrain --out=DIR`
-runs both and exports them to DIR/d and DIR/m, which the benchmark configs take as `:weights=DIR`.
+`:stream=d` (the default), `:stream=m` or `:stream=r`: the D or M stream of
+configs/synthetic_fgvc_*.py, or the small ResNet the one-backbone configs take with `:backbone=r`
+(fgjax.default_config.FGVC_STREAM_D / FGVC_STREAM_M / FGVC_STREAM_R).
+`python -m benchmarks.pretrain --out=DIR` runs all three and exports them to DIR/d, DIR/m and
+DIR/r, which the benchmark configs take as `:weights=DIR`.
 """
 
 import ml_collections
 
-from fgjax.default_config import (FGVC_STREAM_D, FGVC_STREAM_M, get_base_config, parse_arg,
-                                  synthetic_fgvc_recipe)
+from fgjax.default_config import (FGVC_STREAM_D, FGVC_STREAM_M, FGVC_STREAM_R, get_base_config,
+                                  parse_arg, synthetic_fgvc_recipe)
 from fgjax.methods.classifier import METHOD
 
-STREAMS = {'d': FGVC_STREAM_D, 'm': FGVC_STREAM_M}
+STREAMS = {'d': FGVC_STREAM_D, 'm': FGVC_STREAM_M, 'r': FGVC_STREAM_R}
 
 
 def get_config(arg=None):

@@ -65,7 +65,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.dataset.image_width = 0  # model input width (0 = image_size); e.g. Market-1501 448 x 224
   c.dataset.random_crop = True
   c.dataset.hflip = True
-  # Pixel shifts in [-shift, shift] (seed 000: 5 px horizontally, 3 px vertically). With
+  # Pixel shifts in [-shift, shift] (Wu & Wang 2017: 5 px horizontally, 3 px vertically). With
   # shift_padding the image is translated and zero-filled; without, the crop window moves inside the
   # resized image (no padding; needs resize >= input + 2 * shift on that axis).
   c.dataset.shift_y = 0
@@ -95,7 +95,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.optim.frozen = ''  # regex on param paths that are not updated ('' = none)
   c.optim.grad_clip_norm = 0.0  # 0 = off
 
-  # Multi-stage training (e.g. the seeds' two-step fine-tuning: head only, then everything).
+  # Multi-stage training (e.g. Wu & Wang 2017's two-step fine-tuning: head only, then everything).
   # Each stage is a ConfigDict with `name`, `num_epochs` and any `optim` field to override for
   # that stage (learning_rate, frozen, schedule, ...). Empty: one stage of train.num_epochs with
   # `optim` as it is. Each stage starts a fresh optimizer state, as a new solver would.
@@ -203,6 +203,15 @@ FGVC_STREAM_D = {'backbone': 'small_cnn', 'layer': 'conv4',
                  'kwargs': {'widths': (32, 64, 64, 64), 'downsample': (2, 2, 2, 2)}}
 FGVC_STREAM_M = {'backbone': 'small_cnn', 'layer': 'conv3',
                  'kwargs': {'widths': (48, 96, 128), 'downsample': (4, 2, 2)}}
+# The ResNet-like stand-in of the one-backbone recipes' ResNet-50 (A3M, activation_attention,
+# focus_discriminate): a small ResNet (basic residual blocks) also ending at stride 16, 8x8 at
+# 128x128, at about the D stream's cost per train step.
+FGVC_STREAM_R = {'backbone': 'small_resnet', 'layer': 'stage4',
+                 'kwargs': {'widths': (32, 64, 96, 128), 'blocks': (1, 1, 1, 1),
+                            'strides': (2, 2, 2, 1)}}
+# The streams a one-backbone config can take (`fgvc_backbone`) and their weight directories
+# under `benchmarks.pretrain`'s output (`fgvc_weights`).
+FGVC_BACKBONES = {'d': FGVC_STREAM_D, 'r': FGVC_STREAM_R}
 
 
 def fgvc_streams(model: ml_collections.ConfigDict, which: str = 'dm') -> ml_collections.ConfigDict:
@@ -217,17 +226,29 @@ def fgvc_streams(model: ml_collections.ConfigDict, which: str = 'dm') -> ml_coll
   return model
 
 
-def fgvc_backbone(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Sets a one-backbone config.model to the fgvc D stream (8x8 grid at 128x128)."""
-  model.backbone, model.layer = FGVC_STREAM_D['backbone'], FGVC_STREAM_D['layer']
-  model.backbone_kwargs = ml_collections.ConfigDict(FGVC_STREAM_D['kwargs'])
+def fgvc_backbone(model: ml_collections.ConfigDict,
+                  stream: str = 'd') -> ml_collections.ConfigDict:
+  """Sets a one-backbone config.model to an fgvc stream (8x8 grid at 128x128): 'd', the VGG-like
+  D stream, or 'r', the small ResNet (`FGVC_BACKBONES`)."""
+  if stream not in FGVC_BACKBONES:
+    raise ValueError(f"backbone stream must be one of {', '.join(FGVC_BACKBONES)}, got {stream!r}")
+  spec = FGVC_BACKBONES[stream]
+  model.backbone, model.layer = spec['backbone'], spec['layer']
+  model.backbone_kwargs = ml_collections.ConfigDict(spec['kwargs'])
   return model
+
+
+def _fgvc_stream_of(model: ml_collections.ConfigDict) -> str:
+  """The `FGVC_BACKBONES` key of a one-backbone config.model's backbone, by its name ('d' unless
+  it is the R stream's; the weights' own check names any constructor argument that differs)."""
+  return 'r' if model.backbone == FGVC_STREAM_R['backbone'] else 'd'
 
 
 def fgvc_weights(c: ml_collections.ConfigDict, weights: str) -> ml_collections.ConfigDict:
   """Starts the benchmark's backbones from `benchmarks.pretrain`'s weight directories
-  (WEIGHTS/d, WEIGHTS/m), as the real recipes start from ImageNet: the `*_pretrained` fields of
-  the D (and M) streams. '' = from scratch.
+  (WEIGHTS/d, WEIGHTS/m, WEIGHTS/r), as the real recipes start from ImageNet: the `*_pretrained`
+  fields of the D (and M) streams, or of a one-backbone model's stream (`fgvc_backbone`: D or R).
+  '' = from scratch.
 
   The pretrained layers train at the full learning rate, as in the fine-tuning stage of the B-CNN
   recipes: with them at 0.1x, the whole-image B-CNN [D,D] oracle underfitted (12.8% test top-1
@@ -240,7 +261,7 @@ def fgvc_weights(c: ml_collections.ConfigDict, weights: str) -> ml_collections.C
     if m.backbone_b:
       m.backbone_b_pretrained = os.path.join(weights, 'm')
   else:
-    m.backbone_pretrained = os.path.join(weights, 'd')
+    m.backbone_pretrained = os.path.join(weights, _fgvc_stream_of(m))
   return c
 
 

@@ -1,6 +1,7 @@
 """benchmarks.methods (every method against its paper's claim) and benchmarks.fgvc_oracles (the
 benchmark's validation), end to end on tiny data: real training runs of a few steps."""
 
+import importlib.util
 import json
 import os
 import sys
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from benchmarks import fgvc_oracles, methods, pretrain
+from fgjax import default_config
 from fgjax import methods as fg_methods
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', 'builders'))
@@ -92,14 +94,72 @@ def test_oracle_runs_on_tiny_data(tmp_path, capsys, data_dir):
   assert '| eye | synthetic_parts/fgvc_tiny | 1 |' in out
 
 
+def _fgvc_config(method: str, arg: str):
+  path = methods.config_path('synthetic_fgvc', method)
+  spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def test_fgvc_backbone_streams_and_their_weights():
+  model = fg_methods.get('focus_discriminate').default_model_config()
+  with pytest.raises(ValueError, match=r"one of d, r, got 'x'"):
+    default_config.fgvc_backbone(model, 'x')
+  for method in ('focus_discriminate', 'activation_attention'):
+    d, r = _fgvc_config(method, 'weights=/w'), _fgvc_config(method, 'backbone=r,weights=/w')
+    assert (d.model.backbone, d.model.backbone_pretrained) == ('small_cnn', '/w/d')  # the default
+    assert (r.model.backbone, r.model.layer) == ('small_resnet', 'stage4')
+    assert r.model.backbone_kwargs.to_dict() == default_config.FGVC_STREAM_R['kwargs']
+    assert r.model.backbone_pretrained == '/w/r'
+    with pytest.raises(ValueError, match='one of d, r'):
+      _fgvc_config(method, 'backbone=m')
+  # The two-stream configs keep WEIGHTS/d and WEIGHTS/m.
+  bcnn, _ = methods.load_config('synthetic_fgvc', 'bcnn', 0, False, 1.0, None, weights='/w')
+  assert (bcnn.model.backbone_a_pretrained, bcnn.model.backbone_b_pretrained) == ('/w/d', '/w/m')
+
+
+def test_pretrain_stopped_by_sigterm_exports_nothing(tmp_path, capsys, monkeypatch):
+  monkeypatch.setattr(pretrain.trainer, 'train_and_evaluate', lambda *a, **k: None)  # stopped
+  assert pretrain.main(['--out', str(tmp_path), '--streams', 'r,d']) == 0
+  captured = capsys.readouterr()
+  assert captured.out == '' and 'stream r stopped before its end' in captured.err
+  assert not os.path.exists(tmp_path / 'r') and not os.path.exists(tmp_path / 'd')
+
+
 @pytest.mark.slow
-def test_pretrain_recipe_writes_weights_the_benchmark_loads(tmp_path, capsys, data_dir):
+def test_pretrain_recipe_writes_weights_the_benchmark_loads(tmp_path, capsys, data_dir,
+                                                           monkeypatch):
   out = tmp_path / 'weights'
-  assert pretrain.main(['--out', str(out), '--streams', 'd', '--epochs', '0.5',
+  assert pretrain.main(['--out', str(out), '--streams', 'd,r', '--epochs', '0.5',
                         '--dataset_config', 'pretrain_tiny', '--data_dir', data_dir]) == 0
-  row = json.loads(capsys.readouterr().out.splitlines()[-1])
+  rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()
+          if line.startswith('{')]
+  assert [r['stream'] for r in rows] == ['d', 'r']
+  row = rows[0]
   assert row['stream'] == 'd' and row['dataset'] == 'synthetic_parts/pretrain_tiny'
-  assert os.path.isdir(out / 'd' / 'weights')
+  assert rows[1]['backbone'] == 'small_resnet'
+  assert os.path.isdir(out / 'd' / 'weights') and os.path.isdir(out / 'r' / 'weights')
+  # The one-backbone configs take the R stream with :backbone=r and load WEIGHTS/r; its
+  # constructor arguments match those the weights were exported with.
+  for method in ('focus_discriminate', 'activation_attention'):
+    config = _fgvc_config(method, f'backbone=r,weights={out}')
+    assert config.model.backbone_pretrained == str(out / 'r')
+    fg_methods.get(method).check_config(config)
+    with config.unlocked():
+      config.model.backbone_kwargs.widths = (32, 64, 96, 96)
+    with pytest.raises(ValueError, match='backbone_kwargs'):
+      fg_methods.get(method).check_config(config)
+  # A rerun reuses the finished runs and their weight directories: nothing is retrained.
+  monkeypatch.setattr(pretrain.trainer, 'train_and_evaluate',
+                      lambda *a, **k: pytest.fail('a finished stream was retrained'))
+  assert pretrain.main(['--out', str(out), '--streams', 'r,d', '--epochs', '0.5',
+                        '--dataset_config', 'pretrain_tiny', '--data_dir', data_dir]) == 0
+  again = [json.loads(line) for line in capsys.readouterr().out.splitlines()
+           if line.startswith('{')]
+  assert [(r['stream'], r['test_top1']) for r in again] == [
+      (r['stream'], r['test_top1']) for r in rows[::-1]]
+  monkeypatch.undo()
   # The benchmark's configs take it as :weights=DIR, through the same fields as ImageNet weights.
   config, name = methods.load_config('synthetic_fgvc', 'bcnn', 0, False, 1.0, data_dir,
                                      weights=str(out))
@@ -116,3 +176,4 @@ def test_pretrain_recipe_writes_weights_the_benchmark_loads(tmp_path, capsys, da
                             '--weights', str(out), '--data_dir', data_dir]) == 0
   assert '"backbone": "pretrained D"' in capsys.readouterr().out
   assert pretrain.main(['--out', str(out), '--streams', 'x']) == 2
+  assert 'valid: d, m, r' in capsys.readouterr().err

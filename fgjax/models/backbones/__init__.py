@@ -16,10 +16,12 @@ import flax.linen as nn
 from fgjax.models.backbones.preprocessing import Preprocessing
 from fgjax.models.backbones.resnet import ResNet50
 from fgjax.models.backbones.small import SmallCNN
+from fgjax.models.backbones.small_resnet import SmallResNet
 from fgjax.models.backbones.vgg import VGG16, VGG19, VGGM
 
 BACKBONES: dict[str, type[nn.Module]] = {
     'small_cnn': SmallCNN,
+    'small_resnet': SmallResNet,
     'resnet50': ResNet50,
     'vgg16': VGG16,
     'vgg19': VGG19,

@@ -208,7 +208,7 @@ COMMANDS = {
         extra=' --out=/tmp/grid_fgvc.png', creates=['/tmp/grid_fgvc.png']),
     'python -m fgjax.pretrained convert': HELP,
     'python -m benchmarks.fgvc_oracles --weights=W': HELP,
-    'python -m benchmarks.methods --weights=W --seeds 0': HELP,
+    'python -m benchmarks.methods --weights=W --seeds 0,1,2': HELP,
     # ---- docs/benchmarks.md
     'python3 -m venv ~/fgjax-bench': skip('creates a virtual environment (python3 -m venv)'),
     '~/fgjax-bench/bin/pip install -e ".[test]"': PIP,

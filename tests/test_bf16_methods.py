@@ -12,7 +12,10 @@ from fgjax.data import pipeline
 # (loss rel. tolerance, min gradient cosine). activation_attention thresholds its own activations
 # (Otsu masks, boxes): a few mask cells flip under bf16, a discontinuity, not rounding noise
 # (measured at random init: loss rel. diff 0.63%, gradient cosine 0.947).
-TOLERANCES = {'activation_attention': (2e-2, 0.9)}
+# bilinear_lstm: unit-scale gate inputs (gate_init='unit') pass bf16 rounding through 2 LSTM layers
+# and K^2 recurrent steps (measured: loss rel. diff 0.12%, under one bf16 rounding of 0.4%; with
+# the earlier fan-in init, inputs of std 0.016, it stayed under 0.1%).
+TOLERANCES = {'activation_attention': (2e-2, 0.9), 'bilinear_lstm': (4e-3, 0.99)}
 
 
 @pytest.mark.parametrize('name', methods.list_methods())

@@ -170,7 +170,7 @@ def test_bcnn_panel_is_the_squared_feature_norm(forward):
 
 
 def test_bilinear_lstm_cell_option_selects_the_row_and_changes_the_panel(forward):
-  p, _, outputs = forward('bilinear_lstm')
+  p, _, outputs = forward('bilinear_lstm', attention_region='causal')
   att = np.asarray(outputs['attention'][0], np.float64)  # (K, K, K, K)
   k = att.shape[0]
   default = p.method.attention_panels(outputs, 0, p.config, {})

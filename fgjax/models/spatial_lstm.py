@@ -1,18 +1,20 @@
-"""2-D spatial LSTM with causal soft location attention (Wu & Wang 2017, sec. 3.3), Linen modules.
+"""2-D spatial LSTM with soft location attention (Wu & Wang 2017, sec. 3.3), Linen modules.
 
-Source: Wu & Wang 2017, "Where to Focus" (seed 000, /work/shared/seeds/000_*.txt): spatial LSTM
-eq. (2), location softmax eq. (3), attended input eq. (4), initial states eq. (7); the attention
-penalty of eq. (5) reads the `attention` returned here (it lives in `fgjax.losses`).
+Source: Wu & Wang 2017, "Where to Focus: Deep Attention-based Spatially Recurrent Bilinear
+Networks for Fine-Grained Visual Recognition": spatial LSTM eq. (2), location softmax eq. (3),
+attended input eq. (4), initial states eq. (7); the attention penalty of eq. (5) reads the
+`attention` returned here (it lives in `fgjax.losses`).
 
 Public API:
 - `SpatialLSTM(hidden, output)`: x (B,H,W,D) -> h (B,H,W,hidden), the plain cell of eq. (2).
-- `AttentiveSpatialLSTM(hidden, output, window, query)`: per-location gate pre-activations
-  X (B,H,W,5*hidden) -> (h (B,H,W,hidden), attention (B,H,W,H,W)), eq. (2)-(4).
-- `BilinearGateInput(hidden, rank)`: X_uv = W_x vec(a_uv b_uv^T) from two streams (eq. 1 + the W_x
-  of eq. 2); `InitialState(hidden)`: (h0, c0) from MLPs of a mean feature, eq. (7).
+- `AttentiveSpatialLSTM(hidden, output, window, query, region)`: per-location gate
+  pre-activations X (B,H,W,5*hidden) -> (h (B,H,W,hidden), attention (B,H,W,H,W)), eq. (2)-(4).
+- `BilinearGateInput(hidden, rank, gate_init)`: X_uv = W_x vec(a_uv b_uv^T) from two streams
+  (eq. 1 + the W_x of eq. 2); `InitialState(hidden)`: (h0, c0) from MLPs of a mean feature, eq. (7).
 - Pure functions: `lstm_cell`, `recurrent_terms`, `bilinear_gate_inputs`, `low_rank_gate_inputs`;
-  the loop itself (`wavefront_schedule`, `attention_mask`, `wavefront_scan`, `per_cell_scan`,
-  `take`) lives in `fgjax.ops.wavefront` and is re-exported here.
+  where attention may look and what it did: `region_mask`, `region_sizes`, `uniform_mass`,
+  `cell_statistics`; the loop itself (`wavefront_schedule`, `attention_mask`, `wavefront_scan`,
+  `per_cell_scan`, `take`) lives in `fgjax.ops.wavefront` and is re-exported here.
 
 Choices (the paper is silent or ambiguous where marked *):
 - Gates, in this order on the 5*hidden axis (`GATES`): i, f_up, f_left, o, g. Eq. (2) pairs f^l with
@@ -33,11 +35,18 @@ Choices (the paper is silent or ambiguous where marked *):
   `'left'`, or `'concat'` [h_up, h_left]. U maps the query to H*W logits (U_{u,v} of eq. 3, with a
   bias), one U shared by all cells (eq. 3 indexes it by (u,v) only); its shape depends on the grid.
 - *Eq. (3)'s denominator lacks the exp (a typo); L is the softmax of the masked logits.
-- *Causal region: eq. (3)-(4) sum over u <= i, v <= j: the rectangle, (i,j) included, so cell
-  (0,0) attends only to itself. The text of eq. (2) also defines I_{<i,j} as the raster-order
-  predecessors "limited to a smaller neighborhood": `window=r` keeps u >= i-r, v >= j-r inside the
-  rectangle (window=0: no attention, the plain cell on X). The raster-order set (which would see
-  (i-1, j+1)) is not implemented: it breaks the 2-D causality the recurrence has.
+- *Attention region (`region`, `region_mask`): eq. (3)-(4) sum over u <= i,
+  v <= j ('causal': the rectangle, (i,j) included, so cell (0,0) attends only to itself), while
+  the text calls L "a softmax over K x K locations" that "can take 1-of-K^2 values" ('grid').
+  The attended values are the bilinear features B (CNN outputs, all known before the recurrence
+  starts) and the logits U h_prev need only the cell's predecessors, so either region leaves the
+  2-D recurrence as it is: h_ij reads the hidden states of (i-1,j) and (i,j-1) only, whatever
+  locations its input mixes. The module's default is 'causal' (the equations as printed);
+  `fgjax.models.bilinear_lstm` defaults to 'grid'. The text of eq. (2) also defines I_{<i,j} as
+  the raster-order predecessors "limited to a smaller neighborhood": `window=r` keeps locations at
+  most r rows/columns away (back, for 'causal'; either side, for 'grid'); window=0 is no
+  attention, the plain cell on X. The raster-order set itself (which would also see (i-1, j+1)) is
+  a third region, not implemented.
 - Attention commutes with the linear input projection: W_x vec(sum_uv L_uv B_uv) = sum_uv L_uv
   X_uv with X_uv = W_x vec(B_uv), so X is computed once per image (`BilinearGateInput`) and a cell
   mixes rows of X, never forming the D_A x D_B matrix I_ij: H*W*H*W*(5*hidden + q) multiply-adds
@@ -49,8 +58,9 @@ Choices (the paper is silent or ambiguous where marked *):
   the causal rectangles of diagonal d's cells can see are a prefix (diagonals <= d); the diagonals
   are cut into `scan_groups` consecutive scans (`wavefront_schedule`, chosen to minimise the padded
   work), each with only its rows as slots and its key prefix. Cell-key pairs per image at 14x14:
-  per-cell scan 38.4k (every key of every cell, masked), one scan 74.1k, 2 scans (the attentive
-  default) 51.9k, 4 scans 35.1k; more scans cost compile time (plain default: 1 scan).
+  per-cell scan 38.4k (every key of every cell, masked), one scan 74.1k, 2 scans (the causal
+  attentive default) 51.9k, 4 scans 35.1k; more scans cost compile time (plain and whole-grid
+  default: 1 scan; on the whole grid every cell scores every key, so scans only cut padding).
   Measured fwd+bwd speed-ups over `per_cell_scan`: docs/methods/bilinear_lstm.md.
 - Precision: matmuls in `dtype` (e.g. bfloat16), accumulated in float32; gates, states, softmax,
   outputs and parameters are float32.
@@ -73,6 +83,8 @@ from fgjax.ops.wavefront import (  # noqa: F401  (re-exported: public API of thi
 GATES = ('i', 'f_up', 'f_left', 'o', 'g')
 OUTPUTS = ('paper', 'standard')
 QUERIES = ('mean', 'up', 'left', 'concat')
+GATE_INITS = ('unit', 'fan_in')
+REGIONS = ('grid', 'causal')
 
 
 def _dot(x, w, dtype=jnp.float32, precision=None):
@@ -121,6 +133,47 @@ def low_rank_gate_inputs(a: jax.Array, b: jax.Array, p: jax.Array, q: jax.Array,
   return _dot(_dot(a, p, dtype, precision) * _dot(b, q, dtype, precision), r, dtype, precision)
 
 
+@functools.lru_cache(maxsize=None)
+def region_mask(height: int, width: int, region: str = 'causal',
+                window: int | None = None) -> np.ndarray:
+  """(H*W, H*W) bool: row i*W+j (a cell) allows column u*W+v (a location). 'causal': u <= i,
+  v <= j and, with a window, i-u, j-v <= window (`attention_mask`); 'grid': every location, or
+  |i-u|, |j-v| <= window."""
+  if region == 'causal':
+    return attention_mask(height, width, window)
+  if region != 'grid':
+    raise ValueError(f'unknown region {region!r}; valid: {", ".join(REGIONS)}')
+  i, j, u, v = np.ix_(*(np.arange(s) for s in (height, width, height, width)))
+  m = np.ones((height, width, height, width), bool)
+  if window is not None:
+    m = (np.abs(i - u) <= window) & (np.abs(j - v) <= window)
+  return m.reshape(height * width, height * width)
+
+
+def region_sizes(height: int, width: int, region: str = 'causal',
+                 window: int | None = None) -> np.ndarray:
+  """(H, W) int: how many locations cell (i, j) may attend to."""
+  return region_mask(height, width, region, window).sum(1).reshape(height, width)
+
+
+def uniform_mass(height: int, width: int, region: str = 'causal',
+                 window: int | None = None) -> np.ndarray:
+  """(H, W) float64: sum over cells of uniform attention over each cell's region, the total
+  attention each location gets when no cell prefers any location: 1 on the whole grid,
+  (H_H - H_u)(H_W - H_v) on the causal rectangles (H_n the n-th harmonic number)."""
+  m = region_mask(height, width, region, window).astype(np.float64)
+  return (m / m.sum(1, keepdims=True)).sum(0).reshape(height, width)
+
+
+def cell_statistics(attention: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """attention (B, H, W, H, W) -> (own (B, H, W): L at the cell's own location, entropy
+  (B, H, W): -sum L log L in nats, 0 log 0 = 0), float32."""
+  n, height, width = attention.shape[:3]
+  att = attention.astype(jnp.float32).reshape(n, height * width, height * width)
+  own = jnp.diagonal(att, axis1=1, axis2=2).reshape(n, height, width)
+  logs = jnp.log(jnp.where(att > 0, att, 1.0))
+  entropy = -jnp.sum(jnp.where(att > 0, att * logs, 0.0), axis=-1)
+  return own, entropy.reshape(n, height, width)
 
 
 # ------------------------------------------------------------------------------------ modules
@@ -148,12 +201,13 @@ class _CellParams(nn.Module):
     bias = self.param('bias', nn.initializers.zeros, (5 * h,), jnp.float32)
     return w_up, w_left, bias
 
-  def _scan(self, cell, per_cell, height, width, batch, w_up, w_left, init, key_mask=None):
+  def _scan(self, cell, per_cell, height, width, batch, w_up, w_left, init, key_mask=None,
+            auto_groups=1):
     dot = functools.partial(_dot, dtype=self.dtype, precision=self.precision)
     args = (cell, per_cell, height, width, batch, w_up, w_left, init, dot)
     if self.scan == 'per_cell':
       return per_cell_scan(*args)
-    groups = self.scan_groups or (1 if key_mask is None else 2)
+    groups = self.scan_groups or auto_groups
     return wavefront_scan(*args, key_mask=key_mask, groups=groups)
 
 
@@ -186,24 +240,28 @@ class SpatialLSTM(_CellParams):
 
 
 class AttentiveSpatialLSTM(_CellParams):
-  """Spatial LSTM with causal soft location attention, eq. (2)-(4).
+  """Spatial LSTM with soft location attention, eq. (2)-(4).
 
   `__call__(gates_x, init=None)`: gates_x (B,H,W,5*hidden) = W_x vec(B_uv) per location (see
   `BilinearGateInput`), init = (h0, c0) or None. Returns (h (B,H,W,hidden), attention (B,H,W,H,W))
   with attention[n,i,j,u,v] = L_{u,v} at cell (i,j): softmax over (u,v) of U h_prev, zero outside
-  the causal rectangle u <= i, v <= j (and the window). The cell input is sum_uv L_uv gates_x[u,v].
-  Extra attributes: window (None: the whole rectangle; r: at most r rows/columns back), query
-  ('mean', 'up', 'left', 'concat'). Parameters: `attention_kernel` (q, H*W), `attention_bias`
-  (H*W,), `w_up`, `w_left`, `bias`.
+  the cell's region (`region_mask`). The cell input is sum_uv L_uv gates_x[u,v].
+  Extra attributes: region ('causal': the rectangle u <= i, v <= j, default; 'grid': every
+  location), window (None: the whole region; r: at most r rows/columns away), query ('mean',
+  'up', 'left', 'concat'). Parameters: `attention_kernel` (q, H*W), `attention_bias` (H*W,),
+  `w_up`, `w_left`, `bias`.
   """
   window: int | None = None
   query: str = 'mean'
+  region: str = 'causal'
 
   @nn.compact
   def __call__(self, gates_x: jax.Array, init: tuple[jax.Array, jax.Array] | None = None):
     self._check()
     if self.query not in QUERIES:
       raise ValueError(f'unknown query {self.query!r}; valid: {", ".join(QUERIES)}')
+    if self.region not in REGIONS:
+      raise ValueError(f'unknown region {self.region!r}; valid: {", ".join(REGIONS)}')
     if self.window is not None and self.window < 0:
       raise ValueError(f'window must be None or >= 0, got {self.window}')
     n, height, width, g = gates_x.shape
@@ -216,7 +274,7 @@ class AttentiveSpatialLSTM(_CellParams):
     u_bias = self.param('attention_bias', nn.initializers.zeros, (k,), jnp.float32)
     w_up, w_left, bias = self._recurrent()
     xg = gates_x.reshape(n, k, g).astype(self.dtype)
-    mask = attention_mask(height, width, self.window)
+    mask = region_mask(height, width, self.region, self.window)
     keys = None
     if self.scan == 'wavefront':  # keys in diagonal-major order: those of diagonals <= d a prefix
       keys = wavefront_schedule(height, width).order
@@ -235,7 +293,8 @@ class AttentiveSpatialLSTM(_CellParams):
       h, c = lstm_cell(x + recurrent_terms(r_up, r_left) + bias, c_up, c_left, self.output)
       return h, c, jnp.pad(att, ((0, 0), (0, 0), (lo, k - hi)))   # (B, cells, H*W keys)
 
-    h, att = self._scan(cell, mask, height, width, n, w_up, w_left, init, key_mask=mask)
+    h, att = self._scan(cell, mask, height, width, n, w_up, w_left, init, key_mask=mask,
+                        auto_groups=2 if self.region == 'causal' else 1)
     if keys is not None:
       att = take(att, np.argsort(keys), 2)
     return h.reshape(n, height, width, self.hidden), att.reshape(n, height, width, height, width)
@@ -246,23 +305,33 @@ class BilinearGateInput(nn.Module):
 
   rank None: full kernel `kernel` (Ca, Cb, 5*hidden) (`bilinear_gate_inputs`); rank r: factors
   `p` (Ca, r), `q` (Cb, r), `r` (r, 5*hidden) (`low_rank_gate_inputs`). No bias (the LSTM's).
+  `gate_init`: 'fan_in' (default) is LeCun's fan-in scaling of W_x (variance 1 / (Ca*Cb), of P and Q
+  1 / Ca, 1 / Cb), under which a unit-norm vec(a b^T) gives gate inputs of standard deviation
+  1 / sqrt(Ca*Cb) (0.0156 at 64x64, 0.0019 at 512x512); 'unit' gives W_x (and P, Q) unit
+  variance, R fan-in, so a unit-norm vec(a b^T) gives gate inputs of variance 1 (the l2-normalised
+  bilinear features of `fgjax.models.bilinear_lstm` have unit norm).
   """
   hidden: int
   rank: int | None = None
   dtype: Any = jnp.float32
   precision: Any = None
+  gate_init: str = 'fan_in'
 
   @nn.compact
   def __call__(self, a: jax.Array, b: jax.Array) -> jax.Array:
+    if self.gate_init not in GATE_INITS:
+      raise ValueError(f'unknown gate_init {self.gate_init!r}; valid: {", ".join(GATE_INITS)}')
     ca, cb, g = a.shape[-1], b.shape[-1], 5 * self.hidden
     kw = dict(dtype=self.dtype, precision=self.precision)
+    unit = self.gate_init == 'unit'
     if self.rank is None:
-      init = nn.initializers.variance_scaling(1.0, 'fan_in', 'truncated_normal', in_axis=(0, 1),
-                                              out_axis=2)
+      init = nn.initializers.variance_scaling(float(ca * cb) if unit else 1.0, 'fan_in',
+                                              'truncated_normal', in_axis=(0, 1), out_axis=2)
       return bilinear_gate_inputs(a, b, self.param('kernel', init, (ca, cb, g), jnp.float32), **kw)
     lecun = nn.initializers.lecun_normal()
-    p = self.param('p', lecun, (ca, self.rank), jnp.float32)
-    q = self.param('q', lecun, (cb, self.rank), jnp.float32)
+    factor = lambda fan: nn.initializers.variance_scaling(float(fan), 'fan_in', 'truncated_normal')
+    p = self.param('p', factor(ca) if unit else lecun, (ca, self.rank), jnp.float32)
+    q = self.param('q', factor(cb) if unit else lecun, (cb, self.rank), jnp.float32)
     r = self.param('r', lecun, (self.rank, g), jnp.float32)
     return low_rank_gate_inputs(a, b, p, q, r, **kw)
 

@@ -94,6 +94,7 @@ def test_trains_a_few_steps_and_reports_attention_metrics(make_config, one_devic
     result = json.load(f)
   final = result['final'] if 'final' in result else result
   flat = json.dumps(final)
-  for key in ('attention_mass_in_box', 'attention_mass_box_ratio', 'last_cell_attention_in_box',
-              'box_area_fraction', 'attention_mass_causal_ratio'):
+  for key in ('attention_mass_in_box', 'attention_mass_in_box_ratio', 'last_cell_attention_in_box',
+              'box_area_fraction', 'attention_mass_causal_ratio', 'attention_self_mass',
+              'attention_entropy'):
     assert key in flat, key

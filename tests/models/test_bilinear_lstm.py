@@ -46,7 +46,9 @@ def _init(model, shape=(2, 32, 32, 3), seed=0):
 
 def test_model_equals_explicit_composition_with_materialised_bilinear_inputs():
   with jax.default_matmul_precision('highest'):
-    model = _model(readout='flatten')
+    # The causal rectangle, as this composition's AttentiveSpatialLSTM (the model's default became
+    # the whole grid; tests/methods/test_bilinear_lstm_readings.py composes that one).
+    model = _model(readout='flatten', attention_region='causal')
     x, v = _init(model)
     out = model.apply(v, x, train=False)
     p = v['params']
@@ -74,7 +76,7 @@ def test_model_equals_explicit_composition_with_materialised_bilinear_inputs():
 
 
 def test_attention_is_a_causal_distribution_per_cell():
-  model = _model(readout='mean')
+  model = _model(readout='mean', attention_region='causal')
   x, v = _init(model, (2, 48, 40, 3))  # 6x5 grid
   att = np.asarray(model.apply(v, x)['attention'])
   assert att.shape == (2, 6, 5, 6, 5)

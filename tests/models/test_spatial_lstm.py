@@ -32,12 +32,14 @@ def _sig(z):
   return 1.0 / (1.0 + np.exp(-z))
 
 
-def oracle(params, inputs, output='paper', init=None, query='mean', window=None, att_params=None):
+def oracle(params, inputs, output='paper', init=None, query='mean', window=None, att_params=None,
+           region='causal'):
   """Raster-order eq. (2)-(4) in float64.
 
   inputs: ('x', x (N,H,W,D), W_x (D, 5h)) for the plain cell, or ('bilinear', a, b, W (Ca,Cb,5h))
   for the attentive cell (I_ij formed explicitly). att_params: (U (q, H*W), bU) or None.
-  Returns h (N,H,W,h) and, with attention, L (N,H,W,H,W).
+  region: 'causal' (u <= i, v <= j) or 'grid' (every location); window: at most that many rows /
+  columns away (back, or either side). Returns h (N,H,W,h) and, with attention, L (N,H,W,H,W).
   """
   f64 = lambda t: np.asarray(t, np.float64)
   hid = params['w_up'].shape[0]
@@ -67,12 +69,16 @@ def oracle(params, inputs, output='paper', init=None, query='mean', window=None,
           q = {'mean': (h_up + h_left) / 2, 'up': h_up, 'left': h_left,
                'concat': np.concatenate([h_up, h_left])}[query]
           logits = (q @ u_mat + u_bias).reshape(height, width)
-          region = [(u, v) for u in range(i + 1) for v in range(j + 1)
+          if region == 'causal':
+            seen = [(u, v) for u in range(i + 1) for v in range(j + 1)
                     if window is None or (i - u <= window and j - v <= window)]
-          top = max(logits[u, v] for u, v in region)
-          z = sum(np.exp(logits[u, v] - top) for u, v in region)
+          else:
+            seen = [(u, v) for u in range(height) for v in range(width)
+                    if window is None or (abs(i - u) <= window and abs(j - v) <= window)]
+          top = max(logits[u, v] for u, v in seen)
+          z = sum(np.exp(logits[u, v] - top) for u, v in seen)
           big_i = np.zeros((a.shape[-1], b.shape[-1]))
-          for u, v in region:
+          for u, v in seen:
             l_out[n, i, j, u, v] = np.exp(logits[u, v] - top) / z
             big_i += l_out[n, i, j, u, v] * np.outer(a[n, u, v], b[n, u, v])
           inp, w_in = big_i.reshape(-1), w.reshape(-1, w.shape[-1])
@@ -147,6 +153,25 @@ def test_oracle_attentive(grid, output, window, with_init):
   np.testing.assert_allclose(att, want_l, rtol=RTOL, atol=ATOL)
   np.testing.assert_allclose(h, want_h, rtol=RTOL, atol=ATOL)
 
+
+
+@pytest.mark.parametrize('grid', GRIDS + [(4, 5)])
+@pytest.mark.parametrize('window,with_init', [(None, True), (1, False)])
+def test_oracle_attentive_whole_grid(grid, window, with_init):
+  """region='grid': every cell attends over every location (or the window around it) and the
+  recurrence is the raster-order one of the oracle: the hidden state of (i,j) is computed from
+  (i-1,j) and (i,j-1) only, while its attended input mixes locations below and to the right."""
+  a, b, gate, gvars, lstm, lvars = _attentive_setup(grid, window=window, region='grid')
+  init = _init_states(a.shape[0], 3) if with_init else None
+  p = lvars['params']
+  h, att = jax.jit(lambda a, b: lstm.apply(lvars, gate.apply(gvars, a, b), init))(a, b)
+  want_h, want_l = oracle(p, ('bilinear', a, b, gvars['params']['kernel']), 'paper', init,
+                          window=window, region='grid',
+                          att_params=(p['attention_kernel'], p['attention_bias']))
+  np.testing.assert_allclose(att, want_l, rtol=RTOL, atol=ATOL)
+  np.testing.assert_allclose(h, want_h, rtol=RTOL, atol=ATOL)
+  if window is None and min(grid) > 1:
+    assert np.all(np.asarray(att) > 0)  # the top-left cell sees the bottom-right location too
 
 @pytest.mark.parametrize('query,rank', [('up', None), ('left', 2), ('concat', 3), ('mean', 4)])
 def test_oracle_queries_and_low_rank(query, rank):
@@ -227,6 +252,25 @@ def test_wavefront_equals_per_cell_scan_with_gradients(grid, groups):
     jax.tree.map(lambda p, q: np.testing.assert_allclose(p, q, rtol=1e-5, atol=1e-5),
                  vals['wavefront'], vals['per_cell'])
 
+
+
+@pytest.mark.parametrize('grid,groups,window', [((4, 5), None, None), ((5, 3), 2, 1),
+                                                ((3, 4), 3, None)])
+def test_wavefront_equals_per_cell_scan_whole_grid(grid, groups, window):
+  """region='grid': values and gradients of both scans agree, any number of scan groups."""
+  init = _init_states(2, 8)
+  g = _rand((2, *grid, 5 * HID), 9)
+  kw = dict(window=window, region='grid')
+  v = _randomize(jax.eval_shape(sl.AttentiveSpatialLSTM(HID, **kw).init, KEY, g), 10)
+
+  def loss(v, inp, scan):
+    h, att = sl.AttentiveSpatialLSTM(HID, scan=scan, scan_groups=groups, **kw).apply(v, inp, init)
+    return jnp.sum(jnp.sin(3.0 * h)) + jnp.sum(att ** 2)
+
+  vals = {s: jax.jit(jax.value_and_grad(loss, argnums=(0, 1)), static_argnums=2)(v, g, s)
+          for s in ('wavefront', 'per_cell')}
+  jax.tree.map(lambda p, q: np.testing.assert_allclose(p, q, rtol=1e-5, atol=1e-5),
+               vals['wavefront'], vals['per_cell'])
 
 def test_attention_structure_and_window_zero_is_plain():
   x = _rand((2, 3, 4, 4), 11)
@@ -313,5 +357,10 @@ def test_initial_state_and_errors():
     jax.eval_shape(sl.SpatialLSTM(HID, scan_groups=0).init, KEY, feats)
   with pytest.raises(ValueError, match='window'):
     jax.eval_shape(sl.AttentiveSpatialLSTM(HID, window=-1).init, KEY, _rand((1, 2, 2, 5 * HID), 0))
+  with pytest.raises(ValueError, match='region'):
+    jax.eval_shape(sl.AttentiveSpatialLSTM(HID, region='raster').init, KEY,
+                   _rand((1, 2, 2, 5 * HID), 0))
+  with pytest.raises(ValueError, match='gate_init'):
+    jax.eval_shape(sl.BilinearGateInput(HID, gate_init='xavier').init, KEY, feats, feats)
   with pytest.raises(ValueError, match='5\\*hidden'):
     jax.eval_shape(sl.AttentiveSpatialLSTM(HID).init, KEY, _rand((1, 2, 2, 4), 0))

@@ -24,6 +24,19 @@ import jax.numpy as jnp
 from fgjax.models.backbones.preprocessing import Preprocessing
 
 
+
+def normalise_input(images: jax.Array, preprocessing: Preprocessing | None, mean: float, std: float,
+                    dtype: Any) -> jax.Array:
+  """NHWC images with values in [0, 255] -> a small backbone's input in `dtype`: the normalisation
+  of loaded weights (`preprocessing`, weights trained elsewhere bring their own) or the backbone's
+  own `(x - mean) / std`. Shared by SmallCNN and SmallResNet."""
+  if images.ndim != 4:
+    raise ValueError(f'expected NHWC images, got shape {images.shape}')
+  if preprocessing is not None:
+    return preprocessing.normalize(images, dtype)
+  return ((images.astype(jnp.float32) - mean) / std).astype(dtype)
+
+
 class SmallCNN(nn.Module):
   """Stages of conv3x3 -> BatchNorm -> ReLU; stage k (1-based) is returned as `features[f'conv{k}']`.
 
@@ -84,12 +97,7 @@ class SmallCNN(nn.Module):
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> dict[str, dict[str, jax.Array]]:
     self._check()
-    if images.ndim != 4:
-      raise ValueError(f'expected NHWC images, got shape {images.shape}')
-    if self.preprocessing is not None:  # weights trained elsewhere bring their normalisation
-      x = self.preprocessing.normalize(images, self.dtype)
-    else:
-      x = ((images.astype(jnp.float32) - self.mean) / self.std).astype(self.dtype)
+    x = normalise_input(images, self.preprocessing, self.mean, self.std, self.dtype)
     feats = {}
     for k, width in enumerate(self.widths):
       d = self.downsample[k]

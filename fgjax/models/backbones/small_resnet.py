@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from fgjax.models.backbones.preprocessing import Preprocessing
+from fgjax.models.backbones.small import normalise_input
 
 STEM_STRIDE = 2
 BN_MOMENTUM = 0.9  # Flax's decay of the running averages (torch's 0.1), as SmallCNN
@@ -153,12 +154,7 @@ class SmallResNet(nn.Module):
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> dict[str, dict[str, jax.Array]]:
     self._check()
-    if images.ndim != 4:
-      raise ValueError(f'expected NHWC images, got shape {images.shape}')
-    if self.preprocessing is not None:  # weights trained elsewhere bring their normalisation
-      x = self.preprocessing.normalize(images, self.dtype)
-    else:
-      x = ((images.astype(jnp.float32) - self.mean) / self.std).astype(self.dtype)
+    x = normalise_input(images, self.preprocessing, self.mean, self.std, self.dtype)
     x = _conv(self.widths[0], 3, STEM_STRIDE, not self.use_bn, self.dtype, 'stem_conv')(x)
     x = nn.relu(_norm(self.use_bn, train, self.dtype, 'stem_bn')(x))
     feats = {'stem': x}

@@ -1,7 +1,8 @@
 """Every method against its paper's claim, on one budget per method, in one command.
 
 python -m benchmarks.methods --workdir=DIR [--seeds 0,1,2] [--methods bcnn_spp,a3m,...]
-    [--data synthetic_fgvc] [--weights W] [--runlocal] [--epochs_scale 1.0] [--data_dir D]
+    [--data synthetic_fgvc] [--weights W] [--before] [--readings] [--runlocal]
+    [--epochs_scale 1.0] [--data_dir D]
 
 On the embedded benchmark (`--data synthetic_fgvc`, the default) each claim compares two runs of
 configs/synthetic_fgvc_*.py, the method and its paper's baseline or ablation, trained from scratch
@@ -22,6 +23,13 @@ name (`bcnn` runs the baseline alone). Every run writes its workdir under --work
 resumes or reuses finished runs), one JSON line per run on stdout, and at the end a markdown table
 (also written to WORKDIR/table.md): claim, mean ± std over seeds of A and B, holds / does not
 hold, wall time and img/s.
+
+`--before` (synthetic_fgvc) also trains each attention method with `:readings=before`, the
+readings fgjax used before it fixed those that switched the mechanism off (2026-12,
+docs/methods/), and the table gains an "A before" column. `--readings` also trains the readings
+whose default the benchmark chooses (`READINGS`: bilinear_lstm's readout and input
+normalisation, focus_discriminate's region scoring) and prints a second table: each reading's
+top-1 against run A's, paired by seed.
 
 Real datasets (`--data cub2011 | cars196 | fgvc_aircraft | market1501`): the same claims with the
 real configs (configs/<dataset>_<method>.py, which need the prepared dataset and ImageNet weights,
@@ -54,18 +62,25 @@ class Claim:
   text: str
   run_a: str
   run_b: str
+  before: str | None = None  # run A with the readings fgjax used before 2026-12 (`--before`)
 
 
 CLAIMS = (
     Claim('bcnn_spp', 'B-CNN+SPP > B-CNN [D,M] (Wu & Wang 2017)', 'bcnn_spp', 'bcnn'),
     Claim('bilinear_lstm', 'bilinear_lstm > B-CNN [D,M] (Wu & Wang 2017)', 'bilinear_lstm',
-          'bcnn'),
-    Claim('a3m', 'A3M > Baseline-1 (Han et al. 2018)', 'a3m', 'a3m_baseline1'),
+          'bcnn', 'bilinear_lstm_before'),
+    Claim('a3m', 'A3M > Baseline-1 (Han et al. 2018)', 'a3m', 'a3m_baseline1', 'a3m_before'),
     Claim('activation_attention', '3 scales > 1 scale (Shen & Liu)', 'activation_attention',
-          'activation_attention_single'),
+          'activation_attention_single', 'activation_attention_before'),
     Claim('focus_discriminate', 'hybrid > image-level only (Feng et al. 2019)',
-          'focus_discriminate', 'focus_discriminate_image_level'),
+          'focus_discriminate', 'focus_discriminate_image_level', 'focus_discriminate_before'),
 )
+
+# method -> the runs of the readings whose default the benchmark chooses (`--readings`)
+READINGS = {
+    'bilinear_lstm': ('bilinear_lstm_flatten', 'bilinear_lstm_mean', 'bilinear_lstm_image_norm'),
+    'focus_discriminate': ('focus_discriminate_fixed_centre', 'focus_discriminate_anchor_excess'),
+}
 
 # run name -> (method config suffix, config argument) for every dataset
 RUNS = {
@@ -78,6 +93,16 @@ RUNS = {
     'activation_attention_single': ('activation_attention', 'single'),
     'focus_discriminate': ('focus_discriminate', ''),
     'focus_discriminate_image_level': ('focus_discriminate', 'image_level'),
+    # --before / --readings: synthetic_fgvc only (the configs' `readings`, `readout`, ... arguments)
+    'bilinear_lstm_before': ('bilinear_lstm', 'readings=before'),
+    'a3m_before': ('a3m', 'readings=before'),
+    'activation_attention_before': ('activation_attention', 'readings=before'),
+    'focus_discriminate_before': ('focus_discriminate', 'readings=before'),
+    'bilinear_lstm_flatten': ('bilinear_lstm', 'readout=flatten'),
+    'bilinear_lstm_mean': ('bilinear_lstm', 'readout=mean'),
+    'bilinear_lstm_image_norm': ('bilinear_lstm', 'input_norm=sqrt_l2_image'),
+    'focus_discriminate_fixed_centre': ('focus_discriminate', 'region_scoring=fixed_centre'),
+    'focus_discriminate_anchor_excess': ('focus_discriminate', 'region_scoring=anchor_excess'),
 }
 
 DATA = {'synthetic_fgvc': 'synthetic_fgvc', 'cub2011': 'cub', 'cars196': 'cars',
@@ -189,12 +214,21 @@ def _stat(values):
   return f'{values.mean():.1f}' + (f' ± {values.std():.1f}' if len(values) > 1 else '')
 
 
-def table(rows: list[dict], claims, data: str) -> str:
+def _by_run(rows: list[dict]) -> dict:
   by = {}
   for r in rows:
     by.setdefault(r['run'], {})[r['seed']] = r
-  lines = ['| method | claim | A: top-1 % | B: top-1 % | verdict | seeds | wall s (A / B) | '
-           'img/s (A / B) |', '|---|---|---|---|---|---|---|---|']
+  return by
+
+
+def table(rows: list[dict], claims, data: str) -> str:
+  """The claims table; with rows of the claims' `before` runs (`--before`), an "A before"
+  column (run A with the readings fgjax used before 2026-12, on the seeds A has)."""
+  by = _by_run(rows)
+  before = any(c.before in by for c in claims)
+  lines = ['| method | claim | A: top-1 % | ' + ('A before: top-1 % | ' if before else '')
+           + 'B: top-1 % | verdict | seeds | wall s (A / B) | img/s (A / B) |',
+           '|---|---|---|---|---|---|---|---|' + ('---|' if before else '')]
   for claim in claims:
     ra, rb = by.get(claim.run_a, {}), by.get(claim.run_b, {})
     seeds = sorted(set(ra) & set(rb))
@@ -207,9 +241,30 @@ def table(rows: list[dict], claims, data: str) -> str:
         if runs and any(r['img_s'] for r in runs.values()) else '-' for runs in (ra, rb))
     pa, pb = PUBLISHED.get((data, claim.run_a)), PUBLISHED.get((data, claim.run_b))
     pub = (f' (published {pa[0]} / {pb[0]})' if pa and pb else '')
-    lines.append(f'| {claim.method} | {claim.text}{pub} | {claim.run_a}: {_stat(a)} | '
+    rbefore = by.get(claim.before, {})
+    cell = (f'{claim.before}: {_stat([rbefore[s]["top1"] for s in seeds if s in rbefore])} | '
+            if before and claim.before else '- | ' if before else '')
+    lines.append(f'| {claim.method} | {claim.text}{pub} | {claim.run_a}: {_stat(a)} | {cell}'
                  f'{claim.run_b}: {_stat(b)} | {verdict(a, b)} | {len(seeds)} | {wall} | '
                  f'{speed} |')
+  return '\n'.join(lines)
+
+
+def readings_table(rows: list[dict], claims) -> str:
+  """`--readings`: each reading's top-1 against its method's run A (the config's default),
+  the difference paired by seed."""
+  by = _by_run(rows)
+  lines = ['| method | reading (config argument) | top-1 % | A (default): top-1 % | '
+           'reading - A, paired | seeds |', '|---|---|---|---|---|---|']
+  for claim in claims:
+    for run in READINGS.get(claim.method, ()):
+      rr, ra = by.get(run, {}), by.get(claim.run_a, {})
+      seeds = sorted(set(rr) & set(ra))
+      x = [rr[s]['top1'] for s in seeds]
+      a = [ra[s]['top1'] for s in seeds]
+      diff = [p - q for p, q in zip(x, a)]
+      lines.append(f'| {claim.method} | {run} (`:{RUNS[run][1]}`) | {_stat(x)} | {_stat(a)} | '
+                   f'{_stat(diff)} | {len(seeds)} |')
   return '\n'.join(lines)
 
 
@@ -227,6 +282,10 @@ def main(argv=None) -> int:
   parser.add_argument('--manual_dir', default=None, help='real datasets: the official archives')
   parser.add_argument('--weights', default=None,
                       help='synthetic_fgvc: DIR of python -m benchmarks.pretrain --out=DIR')
+  parser.add_argument('--before', action='store_true',
+                      help='synthetic_fgvc: also run each attention method with :readings=before')
+  parser.add_argument('--readings', action='store_true',
+                      help='synthetic_fgvc: also run the readings whose default it chooses')
   args = parser.parse_args(argv)
   wanted = [m for m in args.methods.split(',') if m]
   valid = [c.method for c in CLAIMS] + ['bcnn']
@@ -236,7 +295,14 @@ def main(argv=None) -> int:
     return 2
   claims = [c for c in CLAIMS if c.method in wanted]
   runs = list(dict.fromkeys([r for c in claims for r in (c.run_a, c.run_b)]
-                            + (['bcnn'] if 'bcnn' in wanted else [])))
+                            + (['bcnn'] if 'bcnn' in wanted else [])
+                            + [c.before for c in claims if args.before and c.before]
+                            + [r for c in claims if args.readings
+                               for r in READINGS.get(c.method, ())]))
+  if (args.before or args.readings) and args.data != 'synthetic_fgvc':
+    print('ERROR: --before and --readings are for --data synthetic_fgvc (the real configs take '
+          'the readings as config.model fields, docs/methods/)', file=sys.stderr)
+    return 2
   if args.weights and args.data != 'synthetic_fgvc':
     print('ERROR: --weights is for --data synthetic_fgvc (real configs take ImageNet weights '
           'through their *_pretrained fields)', file=sys.stderr)
@@ -263,6 +329,8 @@ def main(argv=None) -> int:
       rows.append(row)
       print(json.dumps(row), flush=True)
   text = table(rows, claims, args.data)
+  if args.readings:
+    text += '\n\n' + readings_table(rows, claims)
   with open(os.path.join(args.workdir, args.data, 'table.md'), 'w') as f:
     f.write(text + '\n')
   print(text)

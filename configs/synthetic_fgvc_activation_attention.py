@@ -13,6 +13,10 @@ Epochs: 20 for scale 1, 10 for each later scale.
 stand-in of the paper's ResNet-50; same 8x8 grid); `:backbone=d` (the VGG-like D stream) stays
 the default.
 
+`:readings=before` sets the readings fgjax used before it fixed those that switched the
+mechanism off (every scale in training mode in every stage; `Method.readings_before`, docs/methods/activation_attention.md); the default `after` keeps
+the current ones. The benchmark measures both (`python -m benchmarks.methods --before`).
+
 `:weights=DIR` starts the backbones from `python -m benchmarks.pretrain --out=DIR` (DIR/d or
 DIR/r; the pretrained layers train at the full learning rate); without it they start from
 scratch.
@@ -21,7 +25,7 @@ scratch.
 import ml_collections
 
 from fgjax.default_config import (fgvc_backbone, fgvc_weights, get_base_config, parse_arg,
-                                  synthetic_fgvc_recipe)
+                                  synthetic_fgvc_recipe, with_readings)
 from fgjax.methods.activation_attention import METHOD, scale_stages
 
 EPOCHS_SCALE1 = 20.0
@@ -29,7 +33,7 @@ EPOCHS_LATER = 10.0
 
 
 def get_config(arg=None):
-  arg = parse_arg(arg, runlocal=None, weights='', single=False, backbone='d')
+  arg = parse_arg(arg, runlocal=None, weights='', single=False, backbone='d', readings='after')
   c = synthetic_fgvc_recipe(get_base_config())
   c.method = 'activation_attention'
   c.model = fgvc_backbone(METHOD.default_model_config(), arg.backbone)
@@ -44,4 +48,4 @@ def get_config(arg=None):
   else:
     c.stages = scale_stages(3, EPOCHS_SCALE1)[:1] + scale_stages(3, EPOCHS_LATER)[1:]
   c.train.num_epochs = sum(s.num_epochs for s in c.stages)
-  return fgvc_weights(c, arg.weights)
+  return fgvc_weights(with_readings(c, METHOD, arg.readings), arg.weights)

@@ -12,6 +12,12 @@ no hybrid module, prediction from the image-level classifier).
 stand-in of the paper's ResNet-50; same 8x8 grid); `:backbone=d` (the VGG-like D stream) stays
 the default.
 
+`:readings=before` sets the readings fgjax used before it fixed those that switched the
+mechanism off (NTS-Net anchors scored by mean attention, region features concatenated in NMS order; `Method.readings_before`, docs/methods/focus_discriminate.md); the default `after` keeps
+the current ones. The benchmark measures both (`python -m benchmarks.methods --before`).
+`:region_scoring=anchor_mean|fixed_centre|anchor_excess` is the reading whose default the
+benchmark chooses (`--readings`).
+
 `:weights=DIR` starts the backbone from `python -m benchmarks.pretrain --out=DIR` (DIR/d or DIR/r;
 the pretrained layers train at the full learning rate); without it it starts from scratch.
 """
@@ -19,16 +25,18 @@ the pretrained layers train at the full learning rate); without it it starts fro
 import ml_collections
 
 from fgjax.default_config import (fgvc_backbone, fgvc_weights, get_base_config, parse_arg,
-                                  synthetic_fgvc_recipe)
+                                  synthetic_fgvc_recipe, with_readings)
 from fgjax.methods.focus_discriminate import METHOD
 
 
 def get_config(arg=None):
-  arg = parse_arg(arg, runlocal=None, weights='', image_level=False, backbone='d')
+  arg = parse_arg(arg, runlocal=None, weights='', image_level=False, backbone='d',
+                  readings='after', region_scoring=METHOD.default_model_config().region_scoring)
   c = synthetic_fgvc_recipe(get_base_config())
   c.method = 'focus_discriminate'
   c.model = fgvc_backbone(METHOD.default_model_config(), arg.backbone)
   c.optim.lr_multipliers = ml_collections.ConfigDict()
   if arg.image_level:
     c.model.use_hybrid = False
-  return fgvc_weights(c, arg.weights)
+  c.model.region_scoring = arg.region_scoring
+  return fgvc_weights(with_readings(c, METHOD, arg.readings), arg.weights)

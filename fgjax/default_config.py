@@ -366,3 +366,19 @@ def parse_arg(arg: str | None, runlocal: bool | None = False,
         raise ValueError(f'config argument {key}={value!r}: expected a '
                          f'{type(default).__name__}') from None
   return out
+
+
+READINGS = ('after', 'before')
+
+
+def with_readings(c: ml_collections.ConfigDict, method, readings: str) -> ml_collections.ConfigDict:
+  """The `:readings=` argument of the embedded benchmark's method configs: 'after' (fgjax's current
+  readings, the module defaults) or 'before' (`method.readings_before`: the values fgjax used
+  before it fixed the readings that switched the mechanism off, 2026-12), so one config measures
+  a method before and after."""
+  if readings not in READINGS:
+    raise ValueError(f'config argument readings={readings!r}: valid: after (the current readings, '
+                     f'the default), before ({dict(method.readings_before)})')
+  if readings == 'before':
+    c.model.update(dict(method.readings_before))
+  return c

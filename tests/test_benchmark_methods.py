@@ -30,6 +30,59 @@ def test_every_claim_has_configs_on_the_benchmark():
       assert os.path.exists(methods.config_path('synthetic_fgvc', run)), run
 
 
+def test_before_and_readings_runs_set_what_they_name():
+  """`--before` runs set the method's `readings_before` (the values its config.json migration also
+  writes for a run older than the fields); `--readings` runs set the one field they name."""
+  for claim in methods.CLAIMS:
+    runs = ([claim.before] if claim.before else []) + list(methods.READINGS.get(claim.method, ()))
+    default, _ = methods.load_config('synthetic_fgvc', claim.run_a, 0, False, 1.0, None)
+    for run in runs:
+      config, name = methods.load_config('synthetic_fgvc', run, 0, False, 1.0, None)
+      assert name.endswith(':' + methods.RUNS[run][1]), name
+      changed = {k: v for k, v in config.model.items() if default.model[k] != v}
+      if run == claim.before:
+        method = fg_methods.get(claim.method)
+        assert method.readings_before and set(changed) <= set(method.readings_before)
+        assert all(config.model[k] == v for k, v in method.readings_before.items())
+        migrated = {k: v for k, v in config.model.to_dict().items()
+                    if k not in method.readings_before}
+        method.migrate_model_config(migrated)
+        assert {k: migrated[k] for k in method.readings_before} == dict(method.readings_before)
+      else:
+        key, value = methods.RUNS[run][1].split('=')
+        assert changed == {key: value}, (run, changed)
+  spec = importlib.util.spec_from_file_location('c', methods.config_path('synthetic_fgvc', 'a3m'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  with pytest.raises(ValueError, match="readings='later': valid: after"):
+    module.get_config('readings=later')
+
+
+def test_before_and_readings_tables_against_hand_computed_values():
+  row = lambda run, seed, top1: {'run': run, 'seed': seed, 'top1': top1, 'wall_s': 10.0,
+                                 'img_s': None}
+  rows = [row('focus_discriminate', 0, 0.10), row('focus_discriminate', 1, 0.20),
+          row('focus_discriminate_image_level', 0, 0.30), row('focus_discriminate_image_level', 1,
+                                                              0.10),
+          row('focus_discriminate_before', 0, 0.05), row('focus_discriminate_before', 1, 0.15),
+          row('focus_discriminate_fixed_centre', 0, 0.40),
+          row('focus_discriminate_fixed_centre', 1, 0.20)]
+  claims = [c for c in methods.CLAIMS if c.method == 'focus_discriminate']
+  text = methods.table(rows, claims, 'synthetic_fgvc')
+  assert '| A before: top-1 % |' in text.splitlines()[0]
+  # A 10, 20 -> 15.0 ± 5.0; before 5, 15 -> 10.0 ± 5.0; B 30, 10 -> 20.0 ± 10.0
+  assert ('| focus_discriminate: 15.0 ± 5.0 | focus_discriminate_before: 10.0 ± 5.0 | '
+          'focus_discriminate_image_level: 20.0 ± 10.0 | does not hold | 2 |') in text
+  readings = methods.readings_table(rows, claims)
+  # fixed_centre - A, paired: 30, 0 -> 15.0 ± 15.0; anchor_excess has no rows
+  assert ('| focus_discriminate | focus_discriminate_fixed_centre (`:region_scoring=fixed_centre`)'
+          ' | 30.0 ± 10.0 | 15.0 ± 5.0 | 15.0 ± 15.0 | 2 |') in readings
+  assert '| focus_discriminate_anchor_excess (`:region_scoring=anchor_excess`) | - | - | - | 0 |' \
+      in readings
+  # without before rows the table keeps its columns
+  assert 'A before' not in methods.table(rows[:4], claims, 'synthetic_fgvc')
+
+
 def test_user_errors_exit_2(tmp_path, capsys):
   assert methods.main(['--workdir', str(tmp_path), '--methods', 'nope']) == 2
   assert 'valid: bcnn_spp' in capsys.readouterr().err
@@ -37,6 +90,8 @@ def test_user_errors_exit_2(tmp_path, capsys):
   assert methods.main(['--workdir', str(tmp_path), '--data', 'market1501', '--methods',
                        'bcnn_spp']) == 2
   assert 'market1501_bcnn_spp.py' in capsys.readouterr().err
+  assert methods.main(['--workdir', str(tmp_path), '--data', 'cub2011', '--before']) == 2
+  assert 'ERROR: --before and --readings are for --data synthetic_fgvc' in capsys.readouterr().err
   assert fgvc_oracles.main(['--workdir', str(tmp_path), '--oracles', 'zoom']) == 2
 
 

@@ -45,6 +45,10 @@ VARIANT_DEFAULTS = {
 }
 
 
+# The paper variant's reading fgjax used before 2026-12 (`Method.readings_before`).
+READINGS_BEFORE = {'attention_norm': 'none'}
+
+
 def migrate_model_config(model: dict) -> list[str]:
   """`Method.migrate_model_config`: fgjax before 2026-12 wrote -1.0 for alpha / beta /
   dropout_rate / bn_epsilon / bn_momentum, meaning "the variant's default", and resolved it when
@@ -56,7 +60,7 @@ def migrate_model_config(model: dict) -> list[str]:
     return []  # the model's own check names the valid variants
   messages = []
   if 'attention_norm' not in model and variant == 'paper':
-    model['attention_norm'] = 'none'
+    model.update(READINGS_BEFORE)
     messages.append("config.model.attention_norm: absent (fgjax before the field: no "
                     "normalisation before the attention sigmoids) -> 'none'")
   for field, value in VARIANT_DEFAULTS[variant].items():
@@ -332,7 +336,8 @@ METHOD = Method(
     eval_outputs=('attribute_logits', 'region_attention', 'attribute_scores'),
     eval_batch_keys=_eval_batch_keys, eval_metrics=eval_metrics,
     attention_panels=attention_panels, panel_captures=('category_conv', 'category_conv_bn'),
-    migrate_model_config=migrate_model_config, diagnose=diagnose)
+    migrate_model_config=migrate_model_config, diagnose=diagnose,
+    readings_before=READINGS_BEFORE)
 
 
 def variant_model_config(variant: str = 'paper') -> ml_collections.ConfigDict:

@@ -79,12 +79,16 @@ def stage_inputs(config, stage) -> dict:
   return {'train_scale': m.first_trained_scale + stage.index}
 
 
+# The reading fgjax used before 2026-12 (`Method.readings_before`).
+READINGS_BEFORE = {'frozen_scales': 'training'}
+
+
 def migrate_model_config(model: dict) -> list[str]:
   """`Method.migrate_model_config`: a config.json of fgjax before 2026-12 has no
   `frozen_scales`; its stages ran every scale in training mode ('training')."""
   if 'frozen_scales' in model:
     return []
-  model['frozen_scales'] = 'training'
+  model.update(READINGS_BEFORE)
   return ["config.model.frozen_scales: absent (fgjax before 2026-12 ran every scale in training "
           "mode in every stage) -> 'training'"]
 
@@ -294,7 +298,8 @@ METHOD = Method(
                 'object losses; 3 scales of crop-and-zoom trained in sequence',
     eval_outputs=('local_probs', 'object_probs', 'boxes', 'box_cells'), eval_batch_keys=('bbox',),
     eval_metrics=eval_metrics, attention_panels=attention_panels,
-    migrate_model_config=migrate_model_config, diagnose=diagnose, stage_inputs=stage_inputs)
+    migrate_model_config=migrate_model_config, diagnose=diagnose, stage_inputs=stage_inputs,
+    readings_before=READINGS_BEFORE)
 
 
 def paper_recipe(c: ml_collections.ConfigDict, runlocal: bool = False,

@@ -250,7 +250,7 @@ METHOD = Method(
     eval_outputs=('attention_mass', 'last_cell_attention', 'attention_self',
                   'attention_entropy'),
     eval_batch_keys=('bbox',), eval_metrics=eval_metrics, attention_panels=attention_panels,
-    migrate_model_config=migrate_model_config, diagnose=diagnose)
+    migrate_model_config=migrate_model_config, diagnose=diagnose, readings_before=LEGACY_FIELDS)
 
 
 def bilinear_lstm_recipe(c: ml_collections.ConfigDict, runlocal: bool = False

@@ -43,6 +43,10 @@ naming `config.model.<field>`, `fgjax.models.fields`); nothing copies them.
   config.json written by an older fgjax into today's fields and values (e.g. a placeholder an
   older version resolved at build time); returns one message per change. Used when a run is
   resumed, evaluated or predicted from its workdir.
+- `readings_before`: the model fields whose defaults changed when fgjax fixed the readings that
+  switched a mechanism off (2026-12, docs/methods/), with the values fgjax used before; the
+  embedded benchmark's configs set them with `:readings=before`
+  (`fgjax.default_config.with_readings`) to measure a method before and after.
 - `panel_captures`: names of the model's direct submodules whose `__call__` outputs predict
   captures for `attention_panels` into `outputs['intermediates'][name]['__call__']` (a tuple, one
   entry per call), for maps a model does not return (bcnn's stream features, a3m's per-location
@@ -137,6 +141,7 @@ class Method:
   panel_captures: tuple[str, ...] = ()
   migrate_model_config: Callable[[dict], list[str]] = lambda model: []
   diagnose: Callable[[dict], list[str]] = lambda metrics: []
+  readings_before: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
   def default_model_config(self) -> ml_collections.ConfigDict:
     """`config.model` with every field's default (derived from the module's fields)."""

@@ -291,7 +291,7 @@ METHOD = Method(
     eval_outputs=('boxes', 'image_logits', 'region_logits', 'hybrid_logits_rolled'),
     eval_batch_keys=('bbox',), eval_metrics=eval_metrics,
     train_inputs=(('labels', 'label'),), attention_panels=attention_panels,
-    migrate_model_config=migrate_model_config, diagnose=diagnose)
+    migrate_model_config=migrate_model_config, diagnose=diagnose, readings_before=PRE_2026_12)
 
 
 def paper_recipe(c: ml_collections.ConfigDict, runlocal: bool = False) -> ml_collections.ConfigDict:

@@ -388,13 +388,14 @@ def test_migration_gives_runs_written_before_the_fields_their_old_behaviour(tmp_
   assert METHOD.migrate_model_config(current) == [] and current['attention_region'] == 'grid'
 
 
-@pytest.mark.parametrize('name', ['synthetic_bilinear_lstm', 'synthetic_fgvc_bilinear_lstm'])
-def test_measured_synthetic_configs_keep_the_readings_they_were_measured_with(name):
+@pytest.mark.parametrize('name, arg', [('synthetic_bilinear_lstm', None),
+                                       ('synthetic_fgvc_bilinear_lstm', 'readings=before')])
+def test_measured_synthetic_configs_keep_the_readings_they_were_measured_with(name, arg):
   import importlib.util
   spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, 'configs', f'{name}.py'))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  c = module.get_config()
+  c = module.get_config(arg) if arg else module.get_config()
   for field, value in LEGACY.items():
     assert c.model[field] == value, field
   assert c.optim.weight_decay == 0.0  # so the decay pattern does not matter for them

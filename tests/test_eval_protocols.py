@@ -7,8 +7,8 @@ from fgjax import experiment, metrics, trainer
 from fgjax.evaluation import protocols
 
 
-def _setup(make_config, mesh, **eval_fields):
-  config = make_config('bcnn')
+def _setup(make_config, mesh, method='bcnn', **eval_fields):
+  config = make_config(method)
   with config.unlocked():
     config.eval.update(eval_fields)
   exp = experiment.setup(config, mesh=mesh, log=lambda m: None)
@@ -40,6 +40,29 @@ def test_retrieval_protocol(make_config, one_device_mesh):
                                                                      out['label']),
                     'nmi': metrics.nmi(out['features'], out['label'], seed=0),
                     'num_examples': 72}
+
+
+@pytest.mark.parametrize('method, protocol, keys, absent', [
+    ('bilinear_lstm', 'reid', ('attention_self_mass', 'attention_entropy',
+                               'attention_mass_in_box_ratio'), ()),
+    ('a3m', 'retrieval', ('a3m_attention_spread', 'a3m_gate_range'), ()),
+    ('activation_attention', 'reid', ('box_area_frac_scale1',), ('acc_avg_ms', 'acc_loc_scale1')),
+])
+def test_method_diagnostics_under_reid_and_retrieval(make_config, one_device_mesh, method,
+                                                     protocol, keys, absent):
+  """The method's eval_metrics (its diagnostics) reach a re-id or retrieval run's metrics, computed
+  on the query (reid) or evaluated split; label accuracies stay classification-only."""
+  exp, state = _setup(make_config, one_device_mesh, method, protocol=protocol,
+                      embedding='features')
+  split = 'query' if protocol == 'reid' else 'retrieval_test'
+  result = protocols.evaluate(exp, state, None if protocol == 'reid' else split)
+  gathered = protocols.collect(exp, state, split, protocols.make_eval_step(exp))
+  want = exp.method.eval_metrics(gathered, exp.config)
+  for k in keys:
+    assert k in result and result[k] == want[k], k
+  for k in absent:
+    assert k not in result, k
+  assert ('cmc_rank1' if protocol == 'reid' else 'nmi') in result
 
 
 def test_bad_protocol_and_missing_fields(make_config, one_device_mesh):

@@ -6,6 +6,9 @@
   `eval.gallery_split`, on the method's `eval.embedding` output;
 - 'retrieval': Recall@K and NMI (k-means with as many clusters as classes, seeded by config.seed)
   within `dataset.eval_split` (class-disjoint retrieval, e.g. CUB 101-200).
+Under every protocol the method's `eval_metrics` (its diagnostics, e.g. where the attention goes)
+are added, computed on the evaluated split (reid: the query split) from the method's
+`eval_outputs` and the `eval_batch_keys` the dataset has.
 Splits are read in order with padded, masked last batches, so every example counts exactly once.
 
 `evaluate` returns the metrics; `evaluate_with_outputs` also returns the gathered per-example
@@ -29,18 +32,17 @@ PROTOCOL_KEYS = {'classification': ('label',), 'reid': ('identity', 'camera'),
 
 
 def outputs_needed(config, method=None) -> tuple[str, ...]:
-  """Which predict_fn outputs the protocol reads (only these leave the devices)."""
-  if config.eval.protocol != 'classification':
-    return (config.eval.embedding,)
-  return tuple(dict.fromkeys(('logits',) + (method.eval_outputs if method else ())))
+  """Which predict_fn outputs the protocol and the method's eval_metrics read (only these leave
+  the devices)."""
+  first = 'logits' if config.eval.protocol == 'classification' else config.eval.embedding
+  return tuple(dict.fromkeys((first,) + (method.eval_outputs if method else ())))
 
 
 def batch_keys_needed(config, method=None, features=None) -> tuple[str, ...]:
   """Dataset fields gathered beside the predictions: the protocol's, and the method's eval extras
   that the dataset has (`features`: the dataset's field names; a method's eval_metrics sees only
   the extras present, e.g. no 'bbox' on a dataset without boxes)."""
-  extra = (methods.resolve_keys(method.eval_batch_keys, config)
-           if method and config.eval.protocol == 'classification' else ())
+  extra = methods.resolve_keys(method.eval_batch_keys, config) if method else ()
   extra = tuple(k for k in extra if features is None or k in features)
   return tuple(dict.fromkeys(PROTOCOL_KEYS[config.eval.protocol] + extra))
 
@@ -143,23 +145,29 @@ def evaluate_with_outputs(exp, state, split: str | None = None,
                                   ranks=tuple(cfg.ranks), metric=cfg.distance,
                                   protocol=cfg.reid_protocol,
                                   rerank=cfg.rerank, seed=exp.config.seed)
-    return {'split': f'{cfg.query_split}->{cfg.gallery_split}', **result}, {'query': q,
-                                                                            'gallery': g}
+    result = {'split': f'{cfg.query_split}->{cfg.gallery_split}', **result}
+    return _with_method_metrics(exp, result, q), {'query': q, 'gallery': g}
   split = split or exp.config.dataset.eval_split
   out = collect(exp, state, split, eval_step)
   if cfg.protocol == 'retrieval':
     result = metrics.recall_at_k(out[cfg.embedding], out['label'], ks=tuple(cfg.recall_ks))
     result['nmi'] = metrics.nmi(out[cfg.embedding], out['label'], seed=exp.config.seed)
-    return {'split': split, **result, 'num_examples': int(len(out['label']))}, {'eval': out}
+    result = {'split': split, **result, 'num_examples': int(len(out['label']))}
+    return _with_method_metrics(exp, result, out), {'eval': out}
   result = {'split': split, **metrics.classification_metrics(out['logits'], out['label'])}
-  if exp.method.eval_metrics is not None:
-    extra = exp.method.eval_metrics(out, exp.config)
-    clash = sorted(set(extra) & set(result))
-    if clash:
-      raise ValueError(f'method {exp.method.name!r} eval_metrics returned keys {clash} that the '
-                       'classification protocol already reports')
-    result.update(extra)
-  return result, {'eval': out}
+  return _with_method_metrics(exp, result, out), {'eval': out}
+
+
+def _with_method_metrics(exp, result: dict, gathered: dict) -> dict:
+  """`result` plus the method's `eval_metrics` on `gathered` (a key clash is an error)."""
+  if exp.method.eval_metrics is None:
+    return result
+  extra = exp.method.eval_metrics(gathered, exp.config)
+  clash = sorted(set(extra) & set(result))
+  if clash:
+    raise ValueError(f'method {exp.method.name!r} eval_metrics returned keys {clash} that the '
+                     f'{exp.config.eval.protocol} protocol already reports')
+  return {**result, **extra}
 
 
 def check_config(config, meta, method=None) -> None:

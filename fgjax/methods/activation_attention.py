@@ -194,26 +194,29 @@ def diagnose(metrics: dict) -> list[str]:
 
 def eval_metrics(gathered, config) -> dict:
   """Table 6 (per scale and multi-scale 'ms') + attention-box IoU (where the dataset has
-  `bbox`) and the box metrics (`box_metrics`) per scale."""
-  labels = gathered['label']
+  `bbox`) and the box metrics (`box_metrics`) per scale. The accuracies need the classification
+  protocol (a re-id or retrieval split's labels are not the classifier's classes)."""
+  classify = config.eval.protocol == 'classification'
   loc, obj = gathered['local_probs'], gathered['object_probs']  # (M, S, L)
   which = config.model.losses
   avg = {'both': (loc + obj) / 2, 'local': loc, 'object': obj}[which]
-  acc = lambda p: float(np.mean(np.argmax(p, -1) == labels))
+  acc = lambda p: float(np.mean(np.argmax(p, -1) == gathered['label']))
   out = {}
   for s in range(loc.shape[1]):
     tag = f'scale{s + 1}'
-    out[f'acc_loc_{tag}'] = acc(loc[:, s])
-    out[f'acc_obj_{tag}'] = acc(obj[:, s])
-    out[f'acc_avg_{tag}'] = acc(avg[:, s])
+    if classify:
+      out[f'acc_loc_{tag}'] = acc(loc[:, s])
+      out[f'acc_obj_{tag}'] = acc(obj[:, s])
+      out[f'acc_avg_{tag}'] = acc(avg[:, s])
     if 'bbox' in gathered:
       iou = box_iou(gathered['boxes'][:, s], gathered['bbox'])
       out[f'attention_iou_{tag}'] = float(np.mean(iou))
       out[f'attention_iou_ge_0.5_{tag}'] = float(np.mean(iou >= 0.5))
   out.update(box_metrics(np.asarray(gathered['boxes']), gathered.get('box_cells')))
-  out['acc_loc_ms'] = acc(loc.mean(1))
-  out['acc_obj_ms'] = acc(obj.mean(1))
-  out['acc_avg_ms'] = acc(avg.mean(1))
+  if classify:
+    out['acc_loc_ms'] = acc(loc.mean(1))
+    out['acc_obj_ms'] = acc(obj.mean(1))
+    out['acc_avg_ms'] = acc(avg.mean(1))
   return out
 
 

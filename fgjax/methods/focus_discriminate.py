@@ -211,8 +211,9 @@ def diagnose(metrics: dict) -> list[str]:
 
 def eval_metrics(gathered: dict, config) -> dict:
   """`branch_accuracies`, `region_diagnostics`, and on datasets with object boxes where the top-1
-  region lies."""
-  branches = branch_accuracies(gathered)
+  region lies. The branch accuracies need the classification protocol (a re-id or retrieval
+  split's labels are not the classifier's classes)."""
+  branches = branch_accuracies(gathered) if config.eval.protocol == 'classification' else {}
   if 'boxes' in gathered:
     branches.update(region_diagnostics(gathered, config))
   if 'bbox' not in gathered:

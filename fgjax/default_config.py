@@ -42,6 +42,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.seed = 0
   c.method = 'bcnn'  # a name registered in fgjax.methods
   c.compute_dtype = 'float32'  # 'float32' | 'bfloat16' | 'float16'; params stay float32
+  # 'START,N': a jax.profiler trace of training steps START..START+N-1 in WORKDIR/profile
+  # (TensorBoard's profile plugin / XProf; fgjax.profiling). '': no trace.
+  c.profile_steps = ''
 
   # ---- data ------------------------------------------------------------------------------
   c.dataset = ml_collections.ConfigDict()
@@ -49,6 +52,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.dataset.config = config_dict.placeholder(str)  # tfds builder config name (None: builder default)
   c.dataset.data_dir = config_dict.placeholder(str)  # None: $TFDS_DATA_DIR or ~/tensorflow_datasets
   c.dataset.manual_dir = config_dict.placeholder(str)  # for datasets that cannot be downloaded
+  # image_folder: your folder of class subfolders (fgjax.data.builders.image_folder); None otherwise
+  c.dataset.path = config_dict.placeholder(str)
   c.dataset.train_split = 'train'
   c.dataset.eval_split = 'test'
   # Geometry: optionally crop to the object box, resize, then crop the model input (random crop in

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from fgjax import methods, optim, sharding
+from fgjax import methods, optim, profiling, sharding
 from fgjax.default_config import ConfigError, error_text
 from fgjax.evaluation import protocols
 from fgjax.data import augment, datasets
@@ -203,6 +203,7 @@ def _setup(config, mesh, log) -> Experiment:
   mesh = sharding.make_mesh() if mesh is None else mesh
   _check_batch(config.train.global_batch_size, 'config.train.global_batch_size', mesh)
   _check_batch(config.eval.batch_size, 'config.eval.batch_size', mesh)
+  profiling.parse(config.get('profile_steps', ''))
   d = config.dataset
   _check_geometry(d)
   # Before any work: every missing prerequisite (weights, dataset files) in one message, then the

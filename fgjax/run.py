@@ -30,7 +30,8 @@ from fgjax.default_config import ConfigError, derive_resize, get_base_config
 RESUMABLE_CHANGES = ('train.log_every_steps', 'train.eval_every_steps',
                      'train.checkpoint_every_steps', 'train.max_checkpoints_to_keep',
                      'train.allow_config_change', 'dataset.num_threads', 'dataset.prefetch',
-                     'dataset.data_dir', 'dataset.manual_dir', 'eval.batch_size')
+                     'dataset.data_dir', 'dataset.manual_dir', 'eval.batch_size',
+                     'profile_steps')
 
 # Config fields that hold paths (besides every config.model.*_pretrained): `resolve_config` expands
 # `~` and environment variables in them.

@@ -32,7 +32,7 @@ import optax
 
 from fgjax import checkpoint as ckpt_lib
 from fgjax import experiment as experiment_lib
-from fgjax import optim, run as run_lib, sharding, workdir_lock, writers
+from fgjax import optim, profiling, run as run_lib, sharding, workdir_lock, writers
 from fgjax.data import pipeline
 from fgjax.evaluation import protocols
 from fgjax.state import TrainState, init_state, restore, variables
@@ -215,6 +215,8 @@ def _train_stage(run: _Run, stage: optim.Stage, state: TrainState, position: int
   log(f'stage {stage.name!r} (steps {stage.start_step}-{stage.end_step}): compiled train step '
       f'in {time.perf_counter() - t0:.1f}s')
   step = int(state.step)
+  train_step = profiling.wrap_steps(train_step, step + 1, stage.end_step,
+                                    profiling.parse(exp.config.profile_steps), run.workdir, log)
   progress.reset_clock(step)
   window = []  # the step metrics since the last progress line (device arrays: no sync per step)
   while True:

@@ -129,6 +129,10 @@ COMMANDS = {
     'python -m pytest -q': skip('the whole test suite, which contains this test: CI runs the '
                                 'command verbatim (tests/test_readme.py)'),
     README_TRAIN: train(slow=False),
+    'python -m fgjax.train --config=configs/demo.py --workdir=/tmp/fgjax/profiled '
+    '--config.profile_steps=20,5': run(
+        r'profile: trace written to', subs=[('profile_steps=20,5', 'profile_steps=1,1')],
+        extra=TINY, creates=['/tmp/fgjax/profiled/profile'], slow=True),
     'python -m fgjax.evaluate --workdir=/tmp/fgjax/bcnn [--split=test] [--noplots] [--svm]': run(
         r'"svm_top1"', after=[README_TRAIN]),
     'python -m fgjax.export --workdir=/tmp/fgjax/bcnn --split=test --out=/tmp/bcnn_test.npz': run(

@@ -53,6 +53,11 @@ OUT = flags.DEFINE_string('out', None, 'Output file. export: the .npz (required)
                           'write the result to this JSON file.')
 PROGRESS = flags.DEFINE_boolean('progress', False, 'export, predict: progress on stderr even '
                                 'when it is not a terminal.')
+EMBEDDING = flags.DEFINE_string('embedding', None, 'The method output used as the embedding '
+                                '(default: config.eval.embedding).')
+OVERWRITE = flags.DEFINE_boolean('overwrite', False, 'Replace --out if it exists.')
+STEP = flags.DEFINE_integer('step', None, 'predict, export_model: the checkpoint step (default: '
+                            'the latest).')
 
 _DISTRIBUTED = flags.DEFINE_enum(
     'distributed', 'auto', ['auto', 'on', 'off'],

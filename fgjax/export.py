@@ -24,16 +24,13 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app, flags
+from absl import app
 import jax
 import numpy as np
 
 from fgjax import cli, run, writers
 from fgjax.evaluation import protocols
 
-_EMBEDDING = flags.DEFINE_string('embedding', None, 'Method output to export (default: '
-                                 'config.eval.embedding).')
-_OVERWRITE = flags.DEFINE_boolean('overwrite', False, 'Replace --out if it exists.')
 
 
 def check_out(out: str, overwrite: bool) -> str:
@@ -103,13 +100,13 @@ def main(argv):
   progress = writers.StatusLine(f'export {cli.SPLIT.value}',
                                 enabled=show and jax.process_index() == 0)
   path = export(run.expand_path(cli.WORKDIR.value), cli.SPLIT.value, cli.OUT.value,
-                _EMBEDDING.value, overwrite=_OVERWRITE.value, config=config, progress=progress,
+                cli.EMBEDDING.value, overwrite=cli.OVERWRITE.value, config=config, progress=progress,
                 log=log)
   print(f'wrote {path}', flush=True)
 
 
 if __name__ == '__main__':
   # Required here, not at import: fgjax.cli's flags are shared with the other commands.
-  cli.run(main, shared=('config', 'workdir', 'split', 'out', 'progress'),
+  cli.run(main, shared=('config', 'workdir', 'split', 'out', 'progress', 'embedding', 'overwrite'),
           required=('workdir', 'split', 'out'),
           user_errors=(FileNotFoundError, FileExistsError, ValueError))

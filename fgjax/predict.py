@@ -2,6 +2,11 @@
 
 python -m fgjax.predict --workdir=DIR IMAGE_OR_FOLDER... [--topk=K] [--overlays=OUT] [--step=N]
     [--batch_size=8] [--progress] [--cell=U,V]
+python -m fgjax.predict --model=EXPORTED IMAGE_OR_FOLDER... [--topk=K] [--batch_size=8]
+
+`--model` runs a file of `python -m fgjax.export_model` (StableHLO or ONNX, with its .json
+beside it) instead of a run: the same preprocessing (read from the .json), no fgjax model code,
+no overlays (an export returns logits and the embedding only).
 
 The run is rebuilt from WORKDIR/config.json (`fgjax.run.load_config`) and its checkpoint
 (latest, or --step). Folders are searched recursively (fgjax.images.IMAGE_EXTENSIONS, sorted).
@@ -27,13 +32,15 @@ from __future__ import annotations
 import json
 import os
 import sys
+import types
 
 from absl import flags
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
-from fgjax import checkpoint, cli, images as images_lib, sharding, writers
+from fgjax import checkpoint, cli, exported, images as images_lib, sharding, writers
 from fgjax import run as run_lib
 from fgjax.data import augment
 from fgjax.visualisation import overlays
@@ -44,9 +51,10 @@ _TOPK = flags.DEFINE_integer('topk', None, 'Classes per image, at most the numbe
                              '(default: 5, or all classes when there are fewer).')
 _OVERLAYS = flags.DEFINE_string('overlays', None, 'Folder for one attention-overlay PNG per '
                                 'image.')
-_STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 8, 'Images per forward pass (the last is '
                                    'padded).')
+_MODEL = flags.DEFINE_string('model', None, 'An exported model (python -m fgjax.export_model: '
+                              'PATH with PATH.json beside it) to run instead of --workdir.')
 _CELL = flags.DEFINE_string('cell', None, 'bilinear_lstm overlays: the cell U,V whose attention '
                             'is drawn (default: the last cell; negative counts from the end).')
 
@@ -73,10 +81,7 @@ class Predictor:
 
   def preprocess(self, image: np.ndarray) -> np.ndarray:
     """The evaluation transform of the run (uint8 (H, W, 3) model input)."""
-    example = {'image': image}
-    if self.config.dataset.crop_to_bbox:  # no box for a user image: the whole image
-      example['bbox'] = np.asarray([0.0, 0.0, 1.0, 1.0], np.float32)
-    return augment.preprocess(example, self.config.dataset, None)['image']
+    return preprocess(image, self.config.dataset)
 
   def _forward(self, full: bool):
     if full not in self._jitted:
@@ -116,6 +121,50 @@ class Predictor:
     padded = np.concatenate([batch, np.repeat(batch[:1], size - n, axis=0)]) if n < size else batch
     probs, outputs = jax.device_get(self._forward(full)(self.variables, padded))
     return np.asarray(probs, np.float64)[:n], outputs
+
+
+def preprocess(image: np.ndarray, dataset) -> np.ndarray:
+  """The evaluation transform of config.dataset `dataset` (uint8 (H, W, 3) model input)."""
+  example = {'image': image}
+  if dataset.crop_to_bbox:  # no box for a user image: the whole image
+    example['bbox'] = np.asarray([0.0, 0.0, 1.0, 1.0], np.float32)
+  return augment.preprocess(example, dataset, None)['image']
+
+
+class ExportedPredictor:
+  """`Predictor`'s interface over an exported model (`fgjax.exported`): probabilities from its
+  logits, the preprocessing its .json records; no attention outputs (no overlays)."""
+
+  def __init__(self, model, batch_size: int):
+    meta = model.meta
+    self.model, self.batch_size = model, batch_size
+    self.config = ml_collections.ConfigDict({'dataset': meta['preprocessing']})
+    self.method = types.SimpleNamespace(name=meta['method'], attention_panels=None)
+    self.class_names, self.num_classes = meta['class_names'], meta['num_classes']
+    self.fixed_batch = meta['input']['shape'][0]  # None: any batch size
+
+  def preprocess(self, image: np.ndarray) -> np.ndarray:
+    return preprocess(image, self.config.dataset)
+
+  def __call__(self, batch: np.ndarray, full: bool = False, pad_to: int | None = None):
+    del full, pad_to  # no attention outputs; a symbolic batch takes any size
+    n, size = batch.shape[0], self.fixed_batch or batch.shape[0]
+    if n > size:
+      raise ValueError(f'{n} images for the exported batch of {size}')
+    padded = np.concatenate([batch, np.repeat(batch[:1], size - n, axis=0)]) if n < size else batch
+    logits = np.asarray(self.model.run(padded)[0], np.float64)[:n]
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True), {}
+
+
+def load_exported(path: str, batch_size: int = 8) -> ExportedPredictor:
+  if batch_size < 1:
+    raise PredictError(f'--batch_size must be >= 1, got {batch_size}')
+  try:
+    model = exported.load(run_lib.expand_path(path))
+  except (FileNotFoundError, ValueError, ImportError) as e:
+    raise PredictError(f'--model={path}: {e}') from None
+  return ExportedPredictor(model, batch_size)
 
 
 def load(workdir: str, step: int | None = None, batch_size: int = 8, mesh=None,
@@ -249,7 +298,16 @@ def main(argv):
     raise PredictError('no image or folder given: python -m fgjax.predict --workdir=DIR '
                        'IMAGE_OR_FOLDER...')
   cell = parse_cell(_CELL.value)
-  predictor = load(run_lib.expand_path(cli.WORKDIR.value), _STEP.value, _BATCH_SIZE.value)
+  if (cli.WORKDIR.value is None) == (_MODEL.value is None):
+    raise PredictError('give one of --workdir=DIR (a training run) or --model=PATH (a file of '
+                       'python -m fgjax.export_model)')
+  if _MODEL.value is not None:
+    if _OVERLAYS.value is not None:
+      raise PredictError('--overlays needs --workdir: an exported model (--model) returns logits '
+                         'and the embedding only, no attention')
+    predictor = load_exported(_MODEL.value, _BATCH_SIZE.value)
+  else:
+    predictor = load(run_lib.expand_path(cli.WORKDIR.value), cli.STEP.value, _BATCH_SIZE.value)
   run(predictor, argv[1:], topk=_TOPK.value, overlays_dir=_OVERLAYS.value, cell=cell,
       progress=True if cli.PROGRESS.value else None)
 
@@ -257,5 +315,5 @@ def main(argv):
 if __name__ == '__main__':
   # Required here, not at import: fgjax.cli's flags are shared with the other commands. A
   # PredictError (workdir, checkpoint, option, no readable image) exits 2 with one ERROR line.
-  cli.run(main, shared=('workdir', 'progress'), required=('workdir',),
+  cli.run(main, shared=('workdir', 'progress', 'step'),
           user_errors=(PredictError,))

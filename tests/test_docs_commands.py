@@ -137,6 +137,21 @@ COMMANDS = {
         r'"svm_top1"', after=[README_TRAIN]),
     'python -m fgjax.export --workdir=/tmp/fgjax/bcnn --split=test --out=/tmp/bcnn_test.npz': run(
         after=[README_TRAIN], creates=['/tmp/bcnn_test.npz']),
+    'python -m fgjax.export_model --workdir=/tmp/fgjax/bcnn --format=stablehlo '
+    '--out=/tmp/bcnn.stablehlo': run(after=[README_TRAIN], creates=['/tmp/bcnn.stablehlo',
+                                                                     '/tmp/bcnn.stablehlo.json']),
+    'python -m fgjax.predict --model=/tmp/bcnn.stablehlo photos/': run(
+        r'"topk"', subs=[('photos/', '/tmp/photos/')],
+        after=['python -m fgjax.export_model --workdir=/tmp/fgjax/bcnn --format=stablehlo '
+               '--out=/tmp/bcnn.stablehlo']),
+    'python -m fgjax.export_model --workdir=DIR --format=stablehlo --out=PATH [--batch=N]': run(
+        subs=[('DIR', BCNN_RUN), ('PATH', '/tmp/synopsis.stablehlo'), ('N', '2')],
+        after=[README_TRAIN], creates=['/tmp/synopsis.stablehlo.json']),
+    'python -m fgjax.predict --model=PATH IMAGE_OR_FOLDER...': run(
+        r'"topk"', subs=[('PATH', '/tmp/synopsis.stablehlo'),
+                         ('IMAGE_OR_FOLDER...', '/tmp/photos/a.png')],
+        after=['python -m fgjax.export_model --workdir=DIR --format=stablehlo --out=PATH '
+               '[--batch=N]']),
     'python -m fgjax.predict --workdir=/tmp/fgjax/bcnn photos/ [--topk=5] '
     '[--overlays=/tmp/overlays]': run(
         r'"topk"', subs=[('photos/', '/tmp/photos/'), TOPK], after=[README_TRAIN],

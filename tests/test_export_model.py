@@ -1,0 +1,153 @@
+"""python -m fgjax.export_model: every method's evaluation model round-trips through StableHLO
+(outputs within 1e-4 of the JAX model, any batch size), the exported file runs without the run
+(`fgjax.exported`, `fgjax.predict --model`), and the command's user errors exit 2."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from fgjax import experiment, exported, export_model, predict, run as run_lib, trainer
+from fgjax.data import augment
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOL = 1e-4
+# Small heads where the default is a real-recipe size (the export holds the weights).
+SMALL = {'bilinear_lstm': {'hidden': 8, 'rank': 8}}
+METHODS = ('bcnn', 'bcnn_spp', 'bilinear_lstm', 'a3m', 'activation_attention',
+           'focus_discriminate')
+
+
+def _reference(exp, state, images, embedding):
+  """The JAX model itself, jitted as evaluation runs it: predict_fn's logits and embedding (the
+  export's contract). Jitted: focus_discriminate picks regions by top-k / NMS over attention
+  scores, where op-by-op rounding can flip near-ties that one compiled program does not."""
+  variables = {'params': state.params, **({'batch_stats': state.batch_stats}
+                                          if state.batch_stats else {})}
+
+  def forward(variables, images):
+    out = exp.method.predict_fn(exp.model.apply(variables, images, train=False))
+    return out['logits'], out[embedding]
+  return tuple(np.asarray(x, np.float32) for x in jax.jit(forward)(variables, images))
+
+
+@pytest.mark.parametrize('method', METHODS)
+def test_stablehlo_round_trip_for_every_method(method, tiny_config_factory, one_device_mesh):
+  """The deserialized file against the same serving function run by JAX (jitted, concrete batch),
+  and that function against the model itself where the model is continuous in its input
+  (focus_discriminate picks regions by top-k / NMS of attention scores: near-ties on a random-init
+  model flip between two compiled programs, so it is compared with its own serving function)."""
+  exp = experiment.setup(tiny_config_factory(method, **SMALL.get(method, {})),
+                         mesh=one_device_mesh, log=lambda m: None)
+  state = trainer.init_state(exp, exp.optimizer(exp.stages[0]))
+  embedding = exp.config.eval.embedding
+  hw = augment.input_hw(exp.config.dataset)
+  serve = exported.serving_fn(exp, state, embedding)
+  run = exported.load_stablehlo(exported.export_stablehlo(serve, hw))
+  rng = np.random.default_rng(0)
+  for n in (3, 5):  # a symbolic batch: one file, any batch size
+    images = rng.integers(0, 256, (n, *hw, 3), dtype=np.uint8)
+    got = run(images)
+    for g, w in zip(got, jax.jit(serve)(images)):
+      assert g.shape == w.shape and g.dtype == np.float32
+      np.testing.assert_allclose(g, w, rtol=TOL, atol=TOL)
+    if method != 'focus_discriminate':
+      for g, w in zip(got, _reference(exp, state, images, embedding)):
+        np.testing.assert_allclose(g, w, rtol=TOL, atol=TOL)
+
+
+def test_flip_tta_is_inside_the_export(tiny_config_factory, one_device_mesh):
+  config = tiny_config_factory('bcnn')
+  with config.unlocked():
+    config.eval.flip_tta = True
+  exp = experiment.setup(config, mesh=one_device_mesh, log=lambda m: None)
+  state = trainer.init_state(exp, exp.optimizer(exp.stages[0]))
+  hw = augment.input_hw(exp.config.dataset)
+  run = exported.load_stablehlo(exported.export_stablehlo(
+      exported.serving_fn(exp, state, 'features'), hw, batch=2))
+  images = np.random.default_rng(1).integers(0, 256, (2, *hw, 3), dtype=np.uint8)
+  plain = _reference(exp, state, images, 'features')
+  mirror = _reference(exp, state, images[:, :, ::-1], 'features')
+  for g, a, b in zip(run(images), plain, mirror):
+    np.testing.assert_allclose(g, (a + b) / 2, rtol=TOL, atol=TOL)
+    assert not np.allclose(g, a, rtol=TOL, atol=TOL)  # the mirror changed something
+
+
+@pytest.fixture(scope='module')
+def workdir(trained_workdir):
+  return trained_workdir('bcnn')
+
+
+def _cli(module, *args):
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
+  return subprocess.run([sys.executable, '-m', module, *args], capture_output=True, text=True,
+                        cwd=ROOT, env=env, timeout=300, check=False)
+
+
+def test_command_line_export_then_predict_with_the_file(workdir, tmp_path, one_device_mesh):
+  out = str(tmp_path / 'bcnn.stablehlo')
+  r = _cli('fgjax.export_model', f'--workdir={workdir}', f'--out={out}')
+  assert r.returncode == 0, r.stderr
+  with open(out + '.json') as f:
+    meta = json.load(f)
+  assert meta['format'] == 'stablehlo' and meta['method'] == 'bcnn'
+  assert meta['input'] == {'name': 'images', 'shape': [None, 32, 32, 3], 'dtype': 'uint8'}
+  assert [o['name'] for o in meta['outputs']] == ['logits', 'features']
+  # The file against the run's JAX model, on the test split's images.
+  config = run_lib.load_config(workdir)
+  exp, state, _ = run_lib.restore(config, workdir, one_device_mesh, lambda m: None)
+  src = exp.source('test')
+  images = np.stack([predict.preprocess(np.asarray(src[i]['image']), exp.config.dataset)
+                     for i in range(4)])
+  model = exported.load(out)
+  for g, w in zip(model.run(images), _reference(exp, state, images, 'features')):
+    np.testing.assert_allclose(g, w, rtol=TOL, atol=TOL)
+  # fgjax.predict --model gives the probabilities of fgjax.predict --workdir.
+  paths = []
+  for i in range(3):
+    paths.append(str(tmp_path / f'img{i}.png'))
+    Image.fromarray(np.asarray(src[i]['image'])).save(paths[-1])
+  by_model = _cli('fgjax.predict', f'--model={out}', '--topk=3', *paths)
+  by_run = _cli('fgjax.predict', f'--workdir={workdir}', '--topk=3', *paths)
+  assert by_model.returncode == 0 and by_run.returncode == 0, (by_model.stderr, by_run.stderr)
+  for a, b in zip(by_model.stdout.splitlines(), by_run.stdout.splitlines(), strict=True):
+    a, b = json.loads(a), json.loads(b)
+    assert [t['class'] for t in a['topk']] == [t['class'] for t in b['topk']]
+    np.testing.assert_allclose([t['prob'] for t in a['topk']], [t['prob'] for t in b['topk']],
+                               atol=1e-5)
+  # A fixed batch.
+  fixed = str(tmp_path / 'fixed.stablehlo')
+  assert export_model.export_model(workdir, 'stablehlo', fixed, batch=2).endswith('fixed.stablehlo')
+  with open(fixed + '.json') as f:
+    assert json.load(f)['input']['shape'] == [2, 32, 32, 3]
+  assert exported.load(fixed).run(images[:2])[0].shape == (2, exp.meta.num_classes)
+
+
+def test_user_errors_exit_2(workdir, tmp_path):
+  out = tmp_path / 'm.stablehlo'
+  out.write_bytes(b'x')
+  cases = [
+      ([f'--workdir={tmp_path / "none"}', f'--out={tmp_path / "a"}'], 'config.json'),
+      ([f'--workdir={workdir}', f'--out={out}'], 'pass --overwrite'),
+      ([f'--workdir={workdir}', f'--out={tmp_path / "no" / "a"}'], 'does not exist'),
+      ([f'--workdir={workdir}', f'--out={tmp_path / "b"}', '--embedding=nope'],
+       'valid: .*features'),
+      ([f'--workdir={workdir}', f'--out={tmp_path / "c"}', '--format=tflite'], 'stablehlo'),
+  ]
+  for args, expect in cases:
+    r = _cli('fgjax.export_model', *args)
+    errors = [l for l in r.stderr.splitlines() if l.startswith('ERROR: ')]
+    assert r.returncode == 2 and len(errors) == 1, (args, r.stderr)
+    assert re.search(expect, errors[0]), (expect, errors[0])
+  r = _cli('fgjax.predict', f'--model={tmp_path / "none.stablehlo"}', str(out))
+  assert r.returncode == 2 and 'export_model' in r.stderr
+  r = _cli('fgjax.predict', str(out))
+  assert r.returncode == 2 and 'one of --workdir' in r.stderr
+  r = _cli('fgjax.export_model', '--help')
+  assert r.returncode == 0 and '--format' in r.stdout and '--workdir' in r.stdout, r.stderr

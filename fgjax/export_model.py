@@ -15,8 +15,10 @@ as evaluation does) are inside it. The weights are constants of the exported pro
   runs with `.call(images)` without fgjax's model code. The batch dimension is symbolic (any batch
   size) unless `--batch=N` fixes it. `--platforms` lowers for other backends too (default: the
   one exporting).
-- `onnx`: jax2onnx (`pip install -e '.[onnx]'`, README "Export"), checked by onnxruntime against
-  the JAX model before the file is kept (`fgjax.onnx_export`).
+- `onnx`: jax2onnx (`pip install -e '.[onnx]'`, README "Exporting a trained model"), checked by
+  onnxruntime against the JAX model before the file is kept (`fgjax.onnx_export`): bcnn,
+  bcnn_spp, bilinear_lstm, a3m; activation_attention and focus_discriminate use ops the converter
+  cannot express (the error names them; StableHLO exports every method).
 Beside PATH, PATH.json holds what a user of the file needs: input shape and dtype, output names,
 class names, the method, checkpoint step, and the evaluation preprocessing (`dataset` geometry)
 that `python -m fgjax.predict --model=PATH IMAGE...` applies before running the file.
@@ -35,7 +37,7 @@ from absl import app, flags
 import jax
 import numpy as np
 
-from fgjax import cli, exported, run as run_lib, sharding
+from fgjax import cli, exported, onnx_export, run as run_lib, sharding
 from fgjax.data import augment
 from fgjax.evaluation import protocols
 
@@ -101,8 +103,10 @@ def export_model(workdir: str, fmt: str, out: str, *, batch: int = 0, step: int 
   if fmt == 'stablehlo':
     data = exported.export_stablehlo(serve, hw, batch, platforms)
   else:
-    from fgjax import onnx_export  # pylint: disable=g-import-not-at-top (optional dependency)
-    data = onnx_export.export_onnx(serve, hw, batch, exp.method.name, log)
+    try:
+      data = onnx_export.export_onnx(serve, hw, batch, exp.method.name, log)
+    except onnx_export.OnnxExportError as e:
+      raise ExportError(str(e)) from e
   with open(out, 'wb') as f:
     f.write(data)
   with open(out + '.json', 'w') as f:

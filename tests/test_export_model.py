@@ -1,6 +1,7 @@
 """python -m fgjax.export_model: every method's evaluation model round-trips through StableHLO
-(outputs within 1e-4 of the JAX model, any batch size), the exported file runs without the run
-(`fgjax.exported`, `fgjax.predict --model`), and the command's user errors exit 2."""
+(outputs within 1e-4 of the JAX model, any batch size) and, where jax2onnx can express it, ONNX
+(onnxruntime); the exported file runs without the run (`fgjax.exported`, `fgjax.predict
+--model`), and the command's user errors exit 2."""
 
 import json
 import os
@@ -10,10 +11,12 @@ import sys
 
 import jax
 import numpy as np
+import onnxruntime
 import pytest
 from PIL import Image
 
-from fgjax import experiment, exported, export_model, predict, run as run_lib, trainer
+from fgjax import experiment, exported, export_model, onnx_export, predict, run as run_lib
+from fgjax import trainer
 from fgjax.data import augment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -151,3 +154,43 @@ def test_user_errors_exit_2(workdir, tmp_path):
   assert r.returncode == 2 and 'one of --workdir' in r.stderr
   r = _cli('fgjax.export_model', '--help')
   assert r.returncode == 0 and '--format' in r.stdout and '--workdir' in r.stdout, r.stderr
+
+
+@pytest.mark.parametrize('method', METHODS)
+def test_onnx_round_trip_or_a_named_op(method, tiny_config_factory, one_device_mesh):
+  """onnxruntime reproduces the serving function within 1e-4 at two batch sizes (a dynamic batch),
+  or, for the methods jax2onnx cannot express, the error names the op and points to StableHLO."""
+  exp = experiment.setup(tiny_config_factory(method, **SMALL.get(method, {})),
+                         mesh=one_device_mesh, log=lambda m: None)
+  state = trainer.init_state(exp, exp.optimizer(exp.stages[0]))
+  hw = augment.input_hw(exp.config.dataset)
+  serve = exported.serving_fn(exp, state, exp.config.eval.embedding)
+  if method in onnx_export.UNSUPPORTED:
+    with pytest.raises(onnx_export.OnnxExportError, match='--format=stablehlo exports it') as e:
+      onnx_export.export_onnx(serve, hw, 0, method)
+    assert onnx_export.UNSUPPORTED[method] in str(e.value)
+    return
+  session = onnxruntime.InferenceSession(onnx_export.export_onnx(serve, hw, 0, method),
+                                         providers=['CPUExecutionProvider'])
+  assert [i.name for i in session.get_outputs()] == ['logits', 'embedding']
+  rng = np.random.default_rng(2)
+  for n in (2, 5):
+    images = rng.integers(0, 256, (n, *hw, 3), dtype=np.uint8)
+    for g, w in zip(session.run(None, {'images': images}), _reference(exp, state, images,
+                                                                      exp.config.eval.embedding)):
+      assert g.shape == w.shape
+      np.testing.assert_allclose(g, w, rtol=TOL, atol=TOL)
+
+
+def test_onnx_command_line_and_predict(workdir, tmp_path):
+  out = str(tmp_path / 'bcnn.onnx')
+  r = _cli('fgjax.export_model', f'--workdir={workdir}', '--format=onnx', f'--out={out}')
+  assert r.returncode == 0, r.stderr
+  assert 'onnxruntime reproduces JAX within' in r.stderr
+  with open(out + '.json') as f:
+    assert json.load(f)['format'] == 'onnx'
+  stable = str(tmp_path / 'bcnn.stablehlo')
+  assert _cli('fgjax.export_model', f'--workdir={workdir}', f'--out={stable}').returncode == 0
+  images = np.random.default_rng(3).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+  for a, b in zip(exported.load(out).run(images), exported.load(stable).run(images)):
+    np.testing.assert_allclose(a, b, rtol=TOL, atol=TOL)

@@ -102,7 +102,7 @@ class SmallCNN(nn.Module):
     for k, width in enumerate(self.widths):
       d = self.downsample[k]
       if k > 0 and d > 1:
-        x = nn.max_pool(x, (d, d), strides=(d, d))
+        x = nn.max_pool(x, window_shape=(d, d), strides=(d, d))
       x = nn.Conv(width, (3, 3), strides=d if k == 0 else 1, padding='SAME',
                   use_bias=not self.use_bn, dtype=self.dtype, name=f'conv{k + 1}')(x)
       if self.use_bn:

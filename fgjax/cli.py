@@ -46,16 +46,19 @@ CONFIG = config_flags.DEFINE_config_file(
     "run's own WORKDIR/config.json.", lock_config=True)
 WORKDIR = flags.DEFINE_string(
     'workdir', None, "The run's directory: train writes config.json, checkpoints/ and metrics "
-    'there; evaluate, export and predict read them.')
+    'there; evaluate, export, export_model, predict and search read them.')
 SPLIT = flags.DEFINE_string('split', None, 'Dataset split. evaluate: default '
                             'config.dataset.eval_split; export: required.')
 OUT = flags.DEFINE_string('out', None, 'Output file. export: the .npz (required); average: also '
                           'write the result to this JSON file.')
-PROGRESS = flags.DEFINE_boolean('progress', False, 'export, predict: progress on stderr even '
+PROGRESS = flags.DEFINE_boolean('progress', False, 'export, predict, search: progress on stderr even '
                                 'when it is not a terminal.')
 EMBEDDING = flags.DEFINE_string('embedding', None, 'The method output used as the embedding '
                                 '(default: config.eval.embedding).')
 OVERWRITE = flags.DEFINE_boolean('overwrite', False, 'Replace --out if it exists.')
+TOPK = flags.DEFINE_integer('topk', None, 'predict: classes per image (default 5, or all classes '
+                            'when there are fewer); search: gallery matches per query (default '
+                            '10, or the whole gallery when it is smaller).')
 STEP = flags.DEFINE_integer('step', None, 'predict, export_model: the checkpoint step (default: '
                             'the latest).')
 

@@ -212,6 +212,19 @@ def re_ranking(q_g_dist, q_q_dist, g_g_dist, k1: int = 20, k2: int = 6,
   return final[:, num_q:]
 
 
+def reid_distances(query: np.ndarray, gallery: np.ndarray, metric: str = 'euclidean',
+                   normalize: bool = True, rerank: bool = False) -> np.ndarray:
+  """(Q, G) query-to-gallery distances as `reid_metrics` ranks them (ties: gallery order, a stable
+  sort): `distance_matrix`, then k-reciprocal `re_ranking` with the query-query and
+  gallery-gallery distances when `rerank` (so a query's re-ranked row depends on the other
+  queries, as in evaluation). Also used by fgjax.search."""
+  dist = distance_matrix(query, gallery, metric, normalize)
+  if rerank:
+    dist = re_ranking(dist, distance_matrix(query, query, metric, normalize),
+                      distance_matrix(gallery, gallery, metric, normalize))
+  return dist
+
+
 def reid_metrics(query: np.ndarray, query_ids: np.ndarray, query_cams: np.ndarray,
                  gallery: np.ndarray, gallery_ids: np.ndarray, gallery_cams: np.ndarray,
                  ranks=(1, 5, 10), metric: str = 'euclidean', normalize: bool = True,
@@ -226,10 +239,7 @@ def reid_metrics(query: np.ndarray, query_ids: np.ndarray, query_cams: np.ndarra
   """
   query_ids, query_cams = np.asarray(query_ids), np.asarray(query_cams)
   gallery_ids, gallery_cams = np.asarray(gallery_ids), np.asarray(gallery_cams)
-  dist = distance_matrix(query, gallery, metric, normalize)
-  if rerank:
-    dist = re_ranking(dist, distance_matrix(query, query, metric, normalize),
-                      distance_matrix(gallery, gallery, metric, normalize))
+  dist = reid_distances(query, gallery, metric, normalize, rerank)
   max_rank = max(ranks)
   if protocol == 'market1501':
     cmc, mean_ap = reid_cmc_map(dist, query_ids, gallery_ids, query_cams, gallery_cams, max_rank)

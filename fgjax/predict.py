@@ -47,8 +47,6 @@ from fgjax.visualisation import overlays
 
 DEFAULT_TOPK = 5
 
-_TOPK = flags.DEFINE_integer('topk', None, 'Classes per image, at most the number of classes '
-                             '(default: 5, or all classes when there are fewer).')
 _OVERLAYS = flags.DEFINE_string('overlays', None, 'Folder for one attention-overlay PNG per '
                                 'image.')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 8, 'Images per forward pass (the last is '
@@ -124,11 +122,8 @@ class Predictor:
 
 
 def preprocess(image: np.ndarray, dataset) -> np.ndarray:
-  """The evaluation transform of config.dataset `dataset` (uint8 (H, W, 3) model input)."""
-  example = {'image': image}
-  if dataset.crop_to_bbox:  # no box for a user image: the whole image
-    example['bbox'] = np.asarray([0.0, 0.0, 1.0, 1.0], np.float32)
-  return augment.preprocess(example, dataset, None)['image']
+  """The evaluation transform of config.dataset `dataset` (`augment.user_image`)."""
+  return augment.user_image(image, dataset)
 
 
 class ExportedPredictor:
@@ -308,12 +303,12 @@ def main(argv):
     predictor = load_exported(_MODEL.value, _BATCH_SIZE.value)
   else:
     predictor = load(run_lib.expand_path(cli.WORKDIR.value), cli.STEP.value, _BATCH_SIZE.value)
-  run(predictor, argv[1:], topk=_TOPK.value, overlays_dir=_OVERLAYS.value, cell=cell,
+  run(predictor, argv[1:], topk=cli.TOPK.value, overlays_dir=_OVERLAYS.value, cell=cell,
       progress=True if cli.PROGRESS.value else None)
 
 
 if __name__ == '__main__':
   # Required here, not at import: fgjax.cli's flags are shared with the other commands. A
   # PredictError (workdir, checkpoint, option, no readable image) exits 2 with one ERROR line.
-  cli.run(main, shared=('workdir', 'progress', 'step'),
+  cli.run(main, shared=('workdir', 'progress', 'step', 'topk'),
           user_errors=(PredictError,))

@@ -137,6 +137,23 @@ COMMANDS = {
         r'"svm_top1"', after=[README_TRAIN]),
     'python -m fgjax.export --workdir=/tmp/fgjax/bcnn --split=test --out=/tmp/bcnn_test.npz': run(
         after=[README_TRAIN], creates=['/tmp/bcnn_test.npz']),
+    # ---- README.md: search a gallery
+    'python -m fgjax.search --workdir=DIR --gallery=FOLDER|EXPORT.npz QUERY_IMAGE... [--topk=10] '
+    '[--grid=OUT.png] [--distance=euclidean|cosine] [--rerank]': run(
+        r'"rank": 1, "path": ', subs=[('DIR', BCNN_RUN), ('FOLDER|EXPORT.npz', '/tmp/photos/'),
+                                      ('QUERY_IMAGE...', '/tmp/photos/a.png'),
+                                      ('OUT.png', '/tmp/search_synopsis.png')],
+        after=[README_TRAIN], creates=['/tmp/search_synopsis.png']),
+    'python -m fgjax.search --workdir=/tmp/fgjax/bcnn --gallery=gallery/ query.jpg [--topk=10] '
+    '[--grid=/tmp/search.png]': run(
+        r'"rank": 1, "path": ', subs=[('gallery/', '/tmp/photos/'),
+                                      ('query.jpg', '/tmp/photos/sub/b.jpg')],
+        after=[README_TRAIN], creates=['/tmp/search.png']),
+    'python -m fgjax.search --workdir=/tmp/fgjax/bcnn --gallery=/tmp/bcnn_test.npz query.jpg '
+    '--rerank': run(
+        r'"rank": 1, "id": \d+', subs=[('query.jpg', '/tmp/photos/a.png')],
+        after=['python -m fgjax.export --workdir=/tmp/fgjax/bcnn --split=test '
+               '--out=/tmp/bcnn_test.npz']),
     'python -m fgjax.export_model --workdir=/tmp/fgjax/bcnn --format=stablehlo '
     '--out=/tmp/bcnn.stablehlo': run(after=[README_TRAIN], creates=['/tmp/bcnn.stablehlo',
                                                                      '/tmp/bcnn.stablehlo.json']),
@@ -200,6 +217,7 @@ COMMANDS = {
         subs=[('--config=...', '--config=configs/demo.py'), ('/shared/run', '/tmp/shared_run'),
               ('--num_processes=N', '--num_processes=2'), ('--process_id=i', '--process_id=1')]),
     "pip install 'fgjax[svm]'": PIP,
+    "pip install -e '.[onnx]'": PIP,
     'pip install tensorboard && tensorboard --logdir WORKDIR/tensorboard': skip(
         'installs and starts TensorBoard, a server (external tool)'),
     'python -m fgjax.predict --workdir=DIR IMAGE_OR_FOLDER... [--topk=5] [--overlays=OUT]': run(

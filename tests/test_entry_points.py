@@ -9,7 +9,7 @@ import os
 from absl import flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENTRY_POINTS = ('train', 'evaluate', 'export', 'predict', 'average', 'export_model')
+ENTRY_POINTS = ('train', 'evaluate', 'export', 'predict', 'average', 'search', 'export_model')
 
 
 def _imported_fgjax_modules(name):

@@ -113,6 +113,15 @@ def _move_bbox(bbox, h, w, y0, x0, out_h, out_w):
   return np.clip(box, 0.0, 1.0)
 
 
+def user_image(image: np.ndarray, cfg) -> np.ndarray:
+  """The evaluation transform of a user's image (predict, search): uint8 (H, W, 3) model input.
+  A user image has no box: with `crop_to_bbox` the whole image is the box."""
+  example = {'image': image}
+  if cfg.crop_to_bbox:
+    example['bbox'] = np.asarray([0.0, 0.0, 1.0, 1.0], np.float32)
+  return preprocess(example, cfg, None)['image']
+
+
 def preprocess(example: dict, cfg, rng: np.random.Generator | None) -> dict:
   """Training (rng given) or evaluation (rng None) geometry for one example dict.
 

@@ -51,8 +51,8 @@ SPLIT = flags.DEFINE_string('split', None, 'Dataset split. evaluate: default '
                             'config.dataset.eval_split; export: required.')
 OUT = flags.DEFINE_string('out', None, 'Output file. export: the .npz (required); average: also '
                           'write the result to this JSON file.')
-PROGRESS = flags.DEFINE_boolean('progress', False, 'export, predict, search: progress on stderr even '
-                                'when it is not a terminal.')
+PROGRESS = flags.DEFINE_boolean('progress', False, 'export, predict, search: progress on stderr '
+                                'even when it is not a terminal.')
 EMBEDDING = flags.DEFINE_string('embedding', None, 'The method output used as the embedding '
                                 '(default: config.eval.embedding).')
 OVERWRITE = flags.DEFINE_boolean('overwrite', False, 'Replace --out if it exists.')

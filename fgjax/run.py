@@ -35,7 +35,7 @@ RESUMABLE_CHANGES = ('train.log_every_steps', 'train.eval_every_steps',
 
 # Config fields that hold paths (besides every config.model.*_pretrained): `resolve_config` expands
 # `~` and environment variables in them.
-PATH_FIELDS = ('dataset.data_dir', 'dataset.manual_dir', 'init_from.path')
+PATH_FIELDS = ('dataset.data_dir', 'dataset.manual_dir', 'dataset.path', 'init_from.path')
 
 
 def expand_path(path: str | None) -> str | None:

@@ -68,6 +68,7 @@ A3M = 'python -m fgjax.train --config=configs/synthetic_a3m.py --workdir=W'
 A3M_SEED1 = A3M + ' --config.train.num_epochs=4 [--config.seed=1]'
 TOPK = ('--topk=5', '--topk=3')  # the tiny dataset has 4 classes; more than that is refused
 FINAL = r'final evaluation: \{'
+FOLDER_PREPARE = 'python -m fgjax.data.prepare image_folder --path=~/photos'
 PIP_SETUP = 'python3 -m venv .venv && . .venv/bin/activate && pip install -e . && '
 
 
@@ -217,6 +218,18 @@ COMMANDS = {
         subs=[('--config=...', '--config=configs/demo.py'), ('/shared/run', '/tmp/shared_run'),
               ('--num_processes=N', '--num_processes=2'), ('--process_id=i', '--process_id=1')]),
     "pip install 'fgjax[svm]'": PIP,
+    # README "Train on your own images". The smoke run's command runs end to end in
+    # tests/data/builders/test_image_folder.py; here its flags and config are checked.
+    FOLDER_PREPARE: run(r'"num_classes": 2'),
+    'python -m fgjax.train --config=configs/image_folder_bcnn.py:runlocal '
+    '--workdir=/tmp/my_photos_smoke --config.dataset.path=~/photos': config(),
+    'python -m fgjax.train --config=configs/image_folder_bcnn.py --workdir=/tmp/my_photos_bcnn '
+    '--config.dataset.path=~/photos --config.model.backbone_a_pretrained=~/weights/vgg16 '
+    '--config.model.backbone_b_pretrained=~/weights/vggm': config(),
+    'python -m fgjax.train --config=configs/cub_bilinear_lstm.py --workdir=/tmp/my_photos_lstm '
+    '--config.dataset.name=image_folder --config.dataset.path=~/photos '
+    '--config.model.backbone_a_pretrained=~/weights/vgg19 '
+    '--config.model.backbone_b_pretrained=~/weights/vggm': config(),
     "pip install -e '.[onnx]'": PIP,
     'pip install tensorboard && tensorboard --logdir WORKDIR/tensorboard': skip(
         'installs and starts TensorBoard, a server (external tool)'),
@@ -483,6 +496,17 @@ def _stubs(directory: str, log: str, submit_dir: str) -> None:
   _write_script(os.path.join(directory, 'py', 'python'), '#!/bin/bash\n' + record)
 
 
+def _class_folder(directory: str) -> None:
+  """A user's folder for image_folder (README "Train on your own images"): 2 classes x 6 PNGs,
+  split 5 + 1 per class by the default 20%."""
+  rng = np.random.default_rng(1)
+  for c in ('blue_jay', 'cardinal'):
+    os.makedirs(os.path.join(directory, c))
+    for i in range(6):
+      Image.fromarray(rng.integers(0, 256, (40, 48, 3), np.uint8)).save(
+          os.path.join(directory, c, f'{i}.png'))
+
+
 def _photos(directory: str) -> None:
   """Two images a user might have: a PNG and, in a subfolder, a JPEG."""
   rng = np.random.default_rng(0)
@@ -508,6 +532,7 @@ def ctx(tmp_path_factory, data_dir):
                                                 'data_dir': data_dir, 'manual_dir': None}),
                      log=lambda m: None)
   _photos(os.path.join(tmp, 'photos'))
+  _class_folder(os.path.join(home, 'photos'))  # ~/photos (the builder expands ~ itself)
   os.makedirs(os.path.join(tmp, 'tree', 'docs'))
   shutil.copy(os.path.join(ROOT, 'docs', 'make_overlay_figures.sh'),
               os.path.join(tmp, 'tree', 'docs'))

@@ -22,6 +22,7 @@ DATASETS: dict[str, str] = {
     'market1501': 'fgjax.data.builders.market1501:Market1501',
     'cuhk03': 'fgjax.data.builders.cuhk03:Cuhk03',
     'viper': 'fgjax.data.builders.viper:Viper',
+    'image_folder': 'fgjax.data.builders.image_folder:ImageFolder',  # config.dataset.path
 }
 
 
@@ -42,10 +43,20 @@ def builder_config_names(name: str) -> list[str]:
 
 
 def make_builder(cfg):
-  """The tfds builder for config.dataset (not prepared yet). Validates the builder-config name."""
+  """The tfds builder for config.dataset (not prepared yet). Validates the builder-config name.
+
+  A builder with a `builder_config_from(cfg)` classmethod (image_folder) makes its own builder
+  config from config.dataset (its `path`, its options in `config`); config.dataset.path set for
+  any other dataset is an error (it would be ignored)."""
   cls = builder_class(cfg.name)
   kwargs = {}
-  if cfg.config is not None:
+  configure = getattr(cls, 'builder_config_from', None)
+  if configure is not None:
+    kwargs['config'] = configure(cfg)
+  elif cfg.get('path'):
+    raise ValueError(f'config.dataset.path={cfg.path} is set, but dataset {cfg.name!r} does not '
+                     'read it: only image_folder does (add --config.dataset.name=image_folder)')
+  elif cfg.config is not None:
     valid = builder_config_names(cfg.name)
     if cfg.config not in valid:
       raise ValueError(f'unknown config {cfg.config!r} for dataset {cfg.name!r} '

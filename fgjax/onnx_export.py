@@ -6,10 +6,11 @@ is the newest release whose declared requirements admit fgjax's orbax-checkpoint
 later declare orbax-checkpoint<0.11.37), so one environment holds fgjax, its tests and the
 converter (`pip check` clean; measured 2026-12-05 with jax 0.10.2).
 
-What converts (measured with jax2onnx 0.13.0, jax 0.10.2; outputs within 1e-6 of JAX):
-bcnn, bcnn_spp, bilinear_lstm (its `lax.scan`) and a3m, with a dynamic batch dimension.
-What does not (`UNSUPPORTED`: the error names the op and points to StableHLO, which exports
-every method): activation_attention and focus_discriminate.
+What converts (measured with jax2onnx 0.13.0; outputs within 1e-6 of JAX): bcnn, bcnn_spp and
+a3m, with a dynamic batch dimension, and bilinear_lstm (its `lax.scan`) on jax 0.10 (Python
+3.10 / 3.11). What does not (`unsupported`: the error names the op and points to StableHLO,
+which exports every method): activation_attention and focus_discriminate, and bilinear_lstm on
+jax 0.12 (Python >= 3.12).
 """
 
 from __future__ import annotations
@@ -30,6 +31,18 @@ UNSUPPORTED = {
         "batching rule for lax.fori_loop; with a dynamic batch, its jax.image.resize also needs "
         "a constant batch size"),
 }
+
+
+JAX_012 = tuple(int(p) for p in jax.__version__.split('.')[:2]) >= (0, 12)
+
+
+def unsupported(method: str) -> str | None:
+  """Why jax2onnx 0.13.0 cannot convert `method` under this jax, or None."""
+  if method == 'bilinear_lstm' and JAX_012:
+    return ("the anti-diagonal lax.scan (fgjax.models.spatial_lstm): jax2onnx's scan rule rejects "
+            "jax 0.12's scan ('All scanned inputs must share the same leading dimension'); it "
+            "converts on jax 0.10")
+  return UNSUPPORTED.get(method)
 
 
 class OnnxExportError(Exception):
@@ -56,7 +69,7 @@ def export_onnx(serve, input_hw, batch: int, method: str, log=lambda m: None) ->
     model = jax2onnx.to_onnx(serve, inputs=[spec], input_names=['images'],
                              output_names=['logits', 'embedding'], model_name=f'fgjax_{method}')
   except Exception as e:  # pylint: disable=broad-except (the converter's errors have no base)
-    why = UNSUPPORTED.get(method, f'{type(e).__name__}: {str(e).splitlines()[0][:300]}')
+    why = unsupported(method) or f'{type(e).__name__}: {str(e).splitlines()[0][:300]}'
     raise OnnxExportError(f'jax2onnx cannot convert method {method!r}: {why}. '
                           '--format=stablehlo exports it (every method).') from e
   data = model.SerializeToString()

@@ -23,14 +23,15 @@ fi
 tpu=$1; zone=$2; bucket=${3#gs://}; config=$4; run=$5; shift 5
 extra=$(printf ' %q' "$@")
 root=$(cd "$(dirname "$0")/.." && pwd)
-jax_version=$(sed -n 's/.*"jax>=\([0-9.]*\),.*/\1/p' "$root/pyproject.toml")
 
 gcloud compute tpus tpu-vm scp --zone "$zone" --worker=all --recurse "$root" "$tpu:~/fgjax"
 gcloud compute tpus tpu-vm ssh "$tpu" --zone "$zone" --worker=all --command="
   set -e; cd ~/fgjax
   [ -d .venv ] || python3 -m venv .venv
   . .venv/bin/activate
-  pip install -q -e . && pip install -q 'jax[tpu]==$jax_version' \
+  pip install -q -e .
+  # the TPU build of the jax version pyproject.toml pins for this Python (0.10 / 0.12)
+  pip install -q \"jax[tpu]==\$(python -c 'import jax; print(jax.__version__)')\" \
     -f https://storage.googleapis.com/jax-releases/libtpu_releases.html
   mkdir -p ~/bucket && (mountpoint -q ~/bucket || gcsfuse --implicit-dirs '$bucket' ~/bucket)"
 gcloud compute tpus tpu-vm ssh "$tpu" --zone "$zone" --worker=all --command="

@@ -27,6 +27,11 @@ def test_usage_on_missing_arguments(tmp_path):
 
 
 def test_tpu_script_pins_the_project_jax_version():
-  out = subprocess.run(['sed', '-n', r's/.*"jax>=\([0-9.]*\),.*/\1/p',
-                        os.path.join(ROOT, 'pyproject.toml')], capture_output=True, text=True)
-  assert out.stdout.strip().count('.') == 2  # e.g. 0.10.2
+  """The TPU build installed is the jax version fgjax's own install resolved for the worker's
+  Python (pyproject pins jax by Python version)."""
+  with open(os.path.join(ROOT, 'launch', 'tpu_pod.sh')) as f:
+    script = f.read()
+  install = script.index('pip install -q -e .')
+  tpu = script.index('jax[tpu]==')
+  assert install < tpu
+  assert "import jax; print(jax.__version__)" in script[tpu:tpu + 80]

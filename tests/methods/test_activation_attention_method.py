@@ -120,7 +120,8 @@ def test_eval_metrics_table6_and_iou():
   bbox = np.tile([0.0, 0.0, 0.5, 1.0], (4, 1))
   gathered = {'label': labels, 'local_probs': loc, 'object_probs': obj, 'boxes': boxes,
               'bbox': bbox}
-  config = ml_collections.ConfigDict({'model': {'losses': 'both'}})
+  config = ml_collections.ConfigDict({'model': {'losses': 'both'},
+                                     'eval': {'protocol': 'classification'}})
   m = aa.eval_metrics(gathered, config)
   assert m['acc_loc_scale1'] == 0.5 and m['acc_obj_scale1'] == 0.75
   assert m['acc_loc_scale2'] == 1.0 and m['acc_obj_scale2'] == 0.25
@@ -133,7 +134,8 @@ def test_eval_metrics_table6_and_iou():
   assert m['attention_iou_ge_0.5_scale1'] == 1.0
   assert m['attention_iou_scale2'] == 0.0
   assert m['box_area_scale1'] == pytest.approx(0.25)
-  local_only = aa.eval_metrics(gathered, ml_collections.ConfigDict({'model': {'losses': 'local'}}))
+  local_only = aa.eval_metrics(gathered, ml_collections.ConfigDict(
+      {'model': {'losses': 'local'}, 'eval': {'protocol': 'classification'}}))
   assert local_only['acc_avg_scale2'] == local_only['acc_loc_scale2'] == 1.0
 
 

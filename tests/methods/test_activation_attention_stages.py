@@ -199,7 +199,8 @@ def test_eval_metrics_reports_the_box_diagnostics():
   gathered = {'label': np.zeros(4, int), 'local_probs': np.full((4, 1, 3), 1 / 3),
               'object_probs': np.full((4, 1, 3), 1 / 3), 'boxes': boxes,
               'box_cells': np.asarray(aa.scale_box_sides(boxes)) * 8}
-  config = ml_collections.ConfigDict({'model': {'losses': 'both'}})
+  config = ml_collections.ConfigDict({'model': {'losses': 'both'},
+                                     'eval': {'protocol': 'classification'}})
   m = aa.eval_metrics(gathered, config)  # no bbox in this dataset: no IoU
   assert 'attention_iou_scale1' not in m
   assert m['box_area_frac_scale1'] == pytest.approx(0.96 * 0.97)

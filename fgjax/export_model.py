@@ -37,7 +37,7 @@ from absl import app, flags
 import jax
 import numpy as np
 
-from fgjax import cli, exported, onnx_export, run as run_lib, sharding
+from fgjax import cli, exported, onnx_export, run as run_lib
 from fgjax.data import augment
 from fgjax.evaluation import protocols
 
@@ -86,10 +86,8 @@ def export_model(workdir: str, fmt: str, out: str, *, batch: int = 0, step: int 
     raise ExportError(f'--batch={batch}: a batch size >= 1, or 0 for a symbolic batch')
   out = check_out(out, overwrite)
   try:
-    config = run_lib.load_config(workdir, log)
-    mesh = mesh or sharding.make_mesh(jax.devices()[:1])
-    exp, state, step = run_lib.restore(config, workdir, mesh, log, step)
-  except (FileNotFoundError, ValueError) as e:
+    exp, state, step = run_lib.restore_one_device(workdir, step, mesh, log)
+  except run_lib.RunUnreadable as e:
     raise ExportError(str(e)) from None
   embedding = embedding or exp.config.eval.embedding
   try:

@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from fgjax import checkpoint, cli, exported, images as images_lib, sharding, writers
+from fgjax import cli, exported, images as images_lib, writers
 from fgjax import run as run_lib
 from fgjax.data import augment
 from fgjax.visualisation import overlays
@@ -168,16 +168,9 @@ def load(workdir: str, step: int | None = None, batch_size: int = 8, mesh=None,
   if batch_size < 1:
     raise PredictError(f'--batch_size must be >= 1, got {batch_size}')
   try:
-    config = run_lib.load_config(workdir, log)
-  except (FileNotFoundError, ValueError) as e:
+    exp, state, step = run_lib.restore_one_device(workdir, step, mesh, log)
+  except run_lib.RunUnreadable as e:
     raise PredictError(str(e)) from None
-  mesh = sharding.make_mesh(jax.devices()[:1]) if mesh is None else mesh
-  try:
-    exp, state, step = run_lib.restore(config, workdir, mesh, log, step)
-  except FileNotFoundError as e:
-    raise PredictError(str(e)) from None
-  except (ValueError, checkpoint.CheckpointError) as e:
-    raise PredictError(f'cannot rebuild the run in {workdir} from its config.json: {e}') from None
   return Predictor(exp, state, step, batch_size)
 
 

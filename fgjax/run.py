@@ -21,9 +21,10 @@ from __future__ import annotations
 import json
 import os
 
+import jax
 import ml_collections
 
-from fgjax import checkpoint, experiment, methods, state as state_lib
+from fgjax import checkpoint, experiment, methods, sharding, state as state_lib
 from fgjax.default_config import ConfigError, derive_resize, get_base_config
 
 # Fields that may change between a run and its resumption without changing what is computed.
@@ -198,6 +199,29 @@ def write_config(config, workdir: str, log) -> None:
       log(f'WARNING: resuming {workdir} with a changed config ({", ".join(diff)})')
   with open(path, 'w') as f:
     json.dump(new, f, indent=2, sort_keys=True)
+
+
+class RunUnreadable(Exception):
+  """`restore_one_device`: the workdir holds no run this fgjax can rebuild (the message says
+  what is missing or wrong); the commands that read a run report it as a user error."""
+
+
+def restore_one_device(workdir: str, step: int | None = None, mesh=None,
+                       log=lambda m: None):
+  """(experiment, state, step) of the run in `workdir` on one device (`mesh` None), as
+  predict, search and export_model read a run: its config.json (`load_config`) and checkpoint
+  `step` (None: the latest). Any reason the run cannot be rebuilt is a `RunUnreadable`."""
+  try:
+    config = load_config(workdir, log)
+  except (FileNotFoundError, ValueError) as e:
+    raise RunUnreadable(str(e)) from None
+  mesh = sharding.make_mesh(jax.devices()[:1]) if mesh is None else mesh
+  try:
+    return restore(config, workdir, mesh, log, step)
+  except FileNotFoundError as e:
+    raise RunUnreadable(str(e)) from None
+  except (ValueError, checkpoint.CheckpointError) as e:
+    raise RunUnreadable(f'cannot rebuild the run in {workdir} from its config.json: {e}') from None
 
 
 def restore(config, workdir: str, mesh=None, log=lambda m: None, step: int | None = None):

@@ -45,12 +45,11 @@ import re
 import sys
 
 from absl import flags
-import jax
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 import numpy as np
 
-from fgjax import checkpoint, cli, images as images_lib, metrics, sharding, writers
+from fgjax import cli, images as images_lib, metrics, sharding, writers
 from fgjax import run as run_lib
 from fgjax.data import augment
 from fgjax.evaluation import plots, protocols
@@ -104,13 +103,9 @@ class Embedder:
 def load(workdir: str, step: int | None = None, mesh=None, log=lambda m: None) -> Embedder:
   """The run in `workdir` at checkpoint `step` (default: the latest), on one device."""
   try:
-    config = run_lib.load_config(workdir, log)
-    mesh = sharding.make_mesh(jax.devices()[:1]) if mesh is None else mesh
-    exp, state, step = run_lib.restore(config, workdir, mesh, log, step)
-  except FileNotFoundError as e:
+    exp, state, step = run_lib.restore_one_device(workdir, step, mesh, log)
+  except run_lib.RunUnreadable as e:
     raise SearchError(str(e)) from None
-  except (ValueError, checkpoint.CheckpointError) as e:
-    raise SearchError(f'cannot rebuild the run in {workdir} from its config.json: {e}') from None
   return Embedder(exp, state, step, workdir)
 
 

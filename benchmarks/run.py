@@ -22,6 +22,12 @@ Rows (`--only` takes these names; docs/benchmarks.md says what each one measures
   spatial_lstm    wavefront vs per-cell scan and the PyTorch per-diagonal peer
                   (`benchmarks.spatial_lstm.rows`)
   bilinear_lstm   (gpu suite) bilinear_lstm train step with configs/cub_bilinear_lstm.py's model
+  overhead        overhead/<method>: each method's train step against a classifier on the same
+                  backbone(s) and input (`benchmarks.overhead`: time and FLOP ratios, the factor
+                  the paper's design needs, what is beyond it; 224 float32 on CPU, 448 bf16 on GPU)
+  methods         (gpu suite) method/<method>: every method at its CUB config's input size, bf16:
+                  train and eval img/s, step time, utilisation (MFU against matmul_peak), compile
+                  time, peak memory
 
 `--quick` shrinks every size (a smoke run, ~2 min; not figures to report). Every row carries
 `loadavg` (os.getloadavg() when it was written): rows measured while other jobs ran are visible.
@@ -37,60 +43,16 @@ import time
 
 import jax
 
-from benchmarks import common, heads, pipeline, spatial_lstm, torch_peers
+from benchmarks import common, heads, overhead, pipeline, spatial_lstm, torch_peers
+from benchmarks.sizes import Sizes
 from fgjax.default_config import get_base_config
 from fgjax.methods.a3m import CUB_ATTRIBUTE_GROUPS
 from fgjax.methods.bilinear_lstm import bilinear_lstm_recipe
 
 CPU_ROWS = ('matmul_peak', 'resnet50', 'bcnn_head', 'bcnn_train', 'nms_crop', 'a3m_head',
-            'reid_metrics', 'pipeline', 'spatial_lstm')
+            'reid_metrics', 'pipeline', 'spatial_lstm', 'overhead')
 GPU_ROWS = ('matmul_peak', 'resnet50', 'bcnn_head', 'bcnn_train', 'nms_crop', 'a3m_head',
-            'bilinear_lstm', 'spatial_lstm')
-
-
-@dataclasses.dataclass
-class Sizes:
-  """Problem sizes of every row (`full()` = the issue's, `quick()` = a smoke run)."""
-  resnet_size: int = 224
-  resnet_batch: int = 8
-  resnet_bf16_size: int = 448  # gpu suite
-  classes: int = 200  # CUB
-  bcnn_grid: int = 28
-  bcnn_channels: int = 512
-  bcnn_head_batch: int = 8
-  bcnn_train_size: int = 224
-  bcnn_train_batch: int = 4
-  nms_batch: int = 8
-  nms_size: int = 448
-  nms_topn: int = 4
-  nms_out: int = 224
-  a3m_batch: int = 8
-  a3m_grid: int = 7
-  a3m_channels: int = 2048
-  a3m_embed: int = 512
-  a3m_groups: tuple = ()  # () = CUB's 28 groups
-  reid_query: int = 3000
-  reid_gallery: int = 20000
-  reid_ids: int = 750
-  reid_cams: int = 6
-  reid_dim: int = 512
-  pipeline_batches: int = 20
-  pipeline_batch: int = 32
-  lstm_grid: int = 14
-  lstm_hidden: tuple = (16, 64)
-  bilinear_lstm_size: int = 448
-  bilinear_lstm_batch: int = 8
-  iters: int = 3
-  min_time: float = 2.0
-
-  @classmethod
-  def quick(cls) -> 'Sizes':
-    return cls(resnet_size=64, resnet_batch=2, resnet_bf16_size=64, classes=10, bcnn_grid=7,
-               bcnn_channels=64, bcnn_head_batch=2, bcnn_train_size=64, bcnn_train_batch=2,
-               nms_batch=2, nms_size=112, nms_out=56, a3m_batch=2, a3m_channels=64, a3m_embed=32,
-               a3m_groups=(3, 4, 5), reid_query=60, reid_gallery=400, reid_ids=30, reid_dim=16,
-               pipeline_batches=3, pipeline_batch=8, lstm_grid=4, lstm_hidden=(8,),
-               bilinear_lstm_size=112, bilinear_lstm_batch=2, iters=1, min_time=0.0)
+            'bilinear_lstm', 'spatial_lstm', 'overhead', 'methods')
 
 
 @dataclasses.dataclass
@@ -331,6 +293,23 @@ def row_bilinear_lstm(ctx: Context) -> list[dict]:
                      'bilinear_lstm (configs/cub_bilinear_lstm.py model)', 'vgg19 x vggm',
                      s.bilinear_lstm_size, s.bilinear_lstm_batch, exp, None,
                      {'peer_skipped': 'no PyTorch bilinear_lstm peer'})]
+
+
+def row_overhead(ctx: Context) -> list[dict]:
+  s = ctx.sizes
+  size, batch = ((s.overhead_gpu_size, s.overhead_gpu_batch) if ctx.gpu
+                 else (s.overhead_size, s.overhead_batch))
+  return overhead.rows(size, batch, 'bfloat16' if ctx.gpu else 'float32', iters=s.iters,
+                       min_time=s.min_time,
+                       model_overrides=overhead.SMALL_BACKBONES if s.small_backbones else None,
+                       num_classes=s.classes, peak=ctx.peak, device=ctx.device)
+
+
+def row_methods(ctx: Context) -> list[dict]:
+  s = ctx.sizes
+  return overhead.method_rows(s.methods_batch, iters=s.iters, min_time=s.min_time,
+                              small_backbones=s.small_backbones, num_classes=s.classes,
+                              peak=ctx.peak, device=ctx.device)
 
 
 BUILDERS = {name[4:]: fn for name, fn in globals().items() if name.startswith('row_')}

@@ -20,6 +20,9 @@ What every number means (the suite's rows are built from these):
   `utilisation` = achieved FLOP/s of a row / that peak.
 - `ratio(fgjax_s, peer_s)`: fgjax speed / peer speed = peer seconds / fgjax seconds for the same
   work (> 1: fgjax faster).
+- `ratio_spread` of a side-by-side row: the 25th and 75th percentiles of peer_s / fgjax_s over
+  every pair of one timed peer call and one timed fgjax call: how far the ratio moves with the
+  repeats of this run (a wide spread means other processes or frequency changes got in).
 """
 from __future__ import annotations
 
@@ -44,7 +47,7 @@ COST_FIELDS = ('compile_s', 'peak_memory_bytes', 'peak_memory_how', 'flops_per_i
 
 def times(fn: Callable[[], Any], iters: int = 3, min_time: float = 0.0, warmup: int = 1,
           max_runs: int = 200) -> dict:
-  """{'median_s', 'min_s', 'runs'} of `fn()` (see the module docstring)."""
+  """{'median_s', 'min_s', 'runs', 'all_s'} of `fn()` (see the module docstring)."""
   for _ in range(warmup):
     fn()
   runs = []
@@ -52,7 +55,8 @@ def times(fn: Callable[[], Any], iters: int = 3, min_time: float = 0.0, warmup: 
     t = time.perf_counter()
     fn()
     runs.append(time.perf_counter() - t)
-  return {'median_s': statistics.median(runs), 'min_s': min(runs), 'runs': len(runs)}
+  return {'median_s': statistics.median(runs), 'min_s': min(runs), 'runs': len(runs),
+          'all_s': runs}
 
 
 def compile_jax(jitted, *args, **kwargs):
@@ -131,6 +135,16 @@ def cost_fields(compiled, step_s: float, images: int, peak: float | None, compil
           'utilisation': None if not (achieved and peak) else achieved / peak}
 
 
+def ratio_spread(fgjax_t: dict | None, peer_t: dict | None) -> list[float] | None:
+  """[25th, 75th] percentile of peer / fgjax seconds over all pairs of timed calls, or None
+  when a side or its individual timings are missing."""
+  fg, pr = (fgjax_t or {}).get('all_s'), (peer_t or {}).get('all_s')
+  if not fg or not pr:
+    return None
+  pairs = np.array([p / f for p in pr for f in fg if f > 0])
+  return [round(float(q), 3) for q in np.percentile(pairs, [25, 75])] if pairs.size else None
+
+
 def side_by_side(name: str, *, fgjax_t: dict | None, peer_t: dict | None, items: int,
                  unit: str = 'img/s', peer: str | None = None, **fields) -> dict:
   """A side-by-side row: `fgjax_img_s`, `peer_img_s` (items per second; `unit` names the items),
@@ -145,6 +159,7 @@ def side_by_side(name: str, *, fgjax_t: dict | None, peer_t: dict | None, items:
          'fgjax_min_s': fgjax_t['min_s'] if fgjax_t else None,
          'peer_min_s': peer_t['min_s'] if peer_t else None,
          'ratio_min': ratio(fgjax_t and fgjax_t['min_s'], peer_t and peer_t['min_s']),
+         'ratio_spread': ratio_spread(fgjax_t, peer_t),
          'runs': [fgjax_t and fgjax_t['runs'], peer_t and peer_t['runs']],
          'peer': peer}
   row.update(fields)

@@ -17,7 +17,8 @@ per stream, the two steps' seconds and FLOPs added.
   resized to the input size): 1 + (k - 1) F_eval / F_train, with F the baseline's eval and train
   FLOPs per image. bcnn, bcnn_spp, a3m and bilinear_lstm: 1 (their heads are the method: how much
   they add is `flops_ratio` - 1).
-- `beyond_inherent` = time_ratio / inherent_factor: the goal is <= 1.5.
+- `beyond_inherent` = time_ratio / inherent_factor: the goal is <= 1.5. `time_ratio_spread`: the
+  quartiles of the ratio over the pairs of timed calls (`benchmarks.common.ratio_spread`).
 """
 from __future__ import annotations
 
@@ -179,6 +180,8 @@ def rows(size: int, batch: int, dtype: str = 'float32', *, methods_=METHODS, ite
     base = [time_step(b, num_classes, iters=iters, min_time=min_time) for b in bases]
     base_s = sum(b['median_s'] for b in base)
     base_min_s = sum(b['min_s'] for b in base)
+    n = min(len(b['all_s']) for b in base)  # a two-stream baseline: the streams' i-th calls added
+    base_t = {'all_s': [sum(b['all_s'][i] for b in base) for i in range(n)]}
     base_flops = sum(b['flops_per_image'] or 0.0 for b in base) or None
     eval_f = eval_flops_per_image(bases[0], num_classes)
     eval_over_train = (eval_f / base[0]['flops_per_image']
@@ -197,6 +200,7 @@ def rows(size: int, batch: int, dtype: str = 'float32', *, methods_=METHODS, ite
           'method_s': t['median_s'], 'method_min_s': t['min_s'], 'baseline_s': base_s,
           'baseline_min_s': base_min_s, 'time_ratio': round(time_ratio, 3),
           'time_ratio_min': round(t['min_s'] / base_min_s, 3),
+          'time_ratio_spread': common.ratio_spread(base_t, t),
           'method_flops_per_image': t['flops_per_image'],
           'baseline_flops_per_image': base_flops,
           'flops_ratio': (round(t['flops_per_image'] / base_flops, 3)

@@ -24,6 +24,7 @@ def test_a_row_per_method_and_per_activation_attention_stage(rows):
     assert r['backbone'] == 'small_cnn' and r['input_size'] == 64 and r['batch'] == 2
     assert r['method_s'] > 0 and r['baseline_s'] > 0
     assert r['time_ratio'] == pytest.approx(r['method_s'] / r['baseline_s'], rel=1e-2)
+    assert len(r['time_ratio_spread']) == 2
     assert r['beyond_inherent'] == pytest.approx(r['time_ratio'] / r['inherent_factor'], rel=1e-2)
     assert r['flops_ratio'] == pytest.approx(
         r['method_flops_per_image'] / r['baseline_flops_per_image'], rel=1e-2)

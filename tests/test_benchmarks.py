@@ -50,6 +50,17 @@ def test_side_by_side_ratio_arithmetic_on_fake_timings():
   assert slower['ratio'] == 0.25
   missing = common.side_by_side('z', fgjax_t=fg, peer_t=None, items=8)
   assert missing['peer_img_s'] is None and missing['ratio'] is None
+  assert row['ratio_spread'] is None and missing['ratio_spread'] is None  # no single timings
+
+
+def test_ratio_spread_is_the_quartiles_of_every_pair_of_timed_calls():
+  fg = {'median_s': 1.0, 'min_s': 1.0, 'runs': 2, 'all_s': [1.0, 2.0]}
+  peer = {'median_s': 2.0, 'min_s': 2.0, 'runs': 2, 'all_s': [2.0, 4.0]}
+  row = common.side_by_side('x', fgjax_t=fg, peer_t=peer, items=1)
+  # pairs peer / fgjax: 2/1, 2/2, 4/1, 4/2 = 2, 1, 4, 2 -> quartiles (numpy linear) 1.75, 2.5
+  assert row['ratio_spread'] == [1.75, 2.5]
+  t = common.times(lambda: None, iters=3, warmup=0)
+  assert len(t['all_s']) == t['runs'] == 3 and min(t['all_s']) == t['min_s']
 
 
 def test_times_runs_at_least_iters_and_reports_median_and_min():

@@ -29,7 +29,8 @@ UNSUPPORTED = {
     'focus_discriminate': (
         "the per-image hard NMS (fgjax.ops.nms, a lax.fori_loop under jax.vmap): jax2onnx has no "
         "batching rule for lax.fori_loop; with a dynamic batch, its jax.image.resize also needs "
-        "a constant batch size"),
+        "a constant batch size; --part=image_branch exports its image branch (backbone, pooling, "
+        "image classifier) to ONNX"),
 }
 
 

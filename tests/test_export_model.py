@@ -194,3 +194,36 @@ def test_onnx_command_line_and_predict(workdir, tmp_path):
   images = np.random.default_rng(3).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
   for a, b in zip(exported.load(out).run(images), exported.load(stable).run(images)):
     np.testing.assert_allclose(a, b, rtol=TOL, atol=TOL)
+
+
+def test_focus_discriminate_image_branch_part_exports_to_onnx(tiny_config_factory,
+                                                             one_device_mesh):
+  """--part=image_branch: the same weights without regions or NMS. Its logits are the full model's
+  `image_logits` (computed by the whole model, regions and all), and ONNX expresses it."""
+  config = tiny_config_factory('focus_discriminate')
+  config.eval.flip_tta = False
+  exp = experiment.setup(config, mesh=one_device_mesh, log=lambda m: None)
+  state = trainer.init_state(exp, exp.optimizer(exp.stages[0]))
+  hw = augment.input_hw(exp.config.dataset)
+  part = export_model.part_experiment(exp, 'image_branch')
+  assert exp.config.model.use_regions and not part.config.model.use_regions  # a copy, not exp's
+  serve = exported.serving_fn(part, state, 'features')
+  images = np.random.default_rng(4).integers(0, 256, (3, *hw, 3), dtype=np.uint8)
+  variables = {'params': state.params, 'batch_stats': state.batch_stats}
+  full = jax.jit(lambda v, x: exp.model.apply(v, x, train=False))(variables, images)
+  session = onnxruntime.InferenceSession(
+      onnx_export.export_onnx(serve, hw, 0, 'focus_discriminate:image_branch'),
+      providers=['CPUExecutionProvider'])
+  logits, _ = session.run(None, {'images': images})
+  np.testing.assert_allclose(logits, np.asarray(full['image_logits']), rtol=TOL, atol=TOL)
+  with pytest.raises(export_model.ExportError, match="valid: image_branch"):
+    export_model.part_experiment(exp, 'regions')
+
+
+def test_part_of_a_method_without_parts_is_a_user_error(workdir, tmp_path):
+  r = _cli('fgjax.export_model', f'--workdir={workdir}', f'--out={tmp_path / "x.onnx"}',
+           '--format=onnx', '--part=image_branch')
+  assert r.returncode == 2, r.stderr
+  errors = [line for line in r.stderr.splitlines() if line.startswith('ERROR:')]
+  assert errors == ["ERROR: --part='image_branch': valid: none for method 'bcnn' (omit --part for "
+                    "the whole model)"], r.stderr

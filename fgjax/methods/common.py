@@ -35,6 +35,9 @@ naming `config.model.<field>`, `fgjax.models.fields`); nothing copies them.
   (not predict_fn's subset). Panel coordinates are normalised to the model input.
   `options` is a dict of predict's overlay options (e.g. 'cell': (u, v) for bilinear_lstm;
   'metadata': the dataset's tfds metadata, from which a3m names its attribute groups).
+- `export_parts`: {name: config.model overrides} of sub-models that use the same parameters and
+  that `python -m fgjax.export_model --part=NAME` exports where the whole model cannot go to ONNX
+  (focus_discriminate's `image_branch`: backbone, pooling and image classifier, no NMS).
 - `diagnose(metrics: dict) -> list[str]`: one warning per mechanism the evaluated run shows to be
   inert (attention on "self only" or uniform, gates stuck at 1, regions under one feature stride),
   each naming the diagnostic in `metrics` (eval_metrics' keys) that shows it; the trainer and
@@ -142,6 +145,7 @@ class Method:
   migrate_model_config: Callable[[dict], list[str]] = lambda model: []
   diagnose: Callable[[dict], list[str]] = lambda metrics: []
   readings_before: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  export_parts: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
 
   def default_model_config(self) -> ml_collections.ConfigDict:
     """`config.model` with every field's default (derived from the module's fields)."""

@@ -113,7 +113,8 @@ def predict_fn(outputs):
   n, c = image.shape
   regions = outputs.get('region_logits', jnp.zeros((n, 0, c), image.dtype))  # no regions
   rolled = outputs.get('hybrid_logits_rolled', jnp.zeros((n, 0), image.dtype))  # no hybrid
-  return {'logits': outputs['logits'], 'features': outputs['features'], 'boxes': outputs['boxes'],
+  boxes = outputs.get('boxes', jnp.zeros((n, 0, 4), jnp.float32))  # none: propose_regions=False
+  return {'logits': outputs['logits'], 'features': outputs['features'], 'boxes': boxes,
           'image_logits': image, 'region_logits': regions, 'hybrid_logits_rolled': rolled}
 
 
@@ -292,7 +293,10 @@ METHOD = Method(
     eval_outputs=('boxes', 'image_logits', 'region_logits', 'hybrid_logits_rolled'),
     eval_batch_keys=('bbox',), eval_metrics=eval_metrics,
     train_inputs=(('labels', 'label'),), attention_panels=attention_panels,
-    migrate_model_config=migrate_model_config, diagnose=diagnose, readings_before=PRE_2026_12)
+    migrate_model_config=migrate_model_config, diagnose=diagnose, readings_before=PRE_2026_12,
+    # the image branch alone (the paper's image-level prediction, no regions or NMS): ONNX-exportable
+    export_parts={'image_branch': {'use_regions': False, 'use_hybrid': False,
+                                   'propose_regions': False}})
 
 
 def paper_recipe(c: ml_collections.ConfigDict, runlocal: bool = False) -> ml_collections.ConfigDict:

@@ -150,6 +150,9 @@ class FocusDiscriminate(backbones_lib.BackboneFields, kw_only=True):
       baseline; boxes are still proposed, for the localisation metric).
     use_hybrid: False: the paper's "image level only" ablation (no hybrid classifier; the
       prediction is the image classifier's). Needs use_regions.
+    propose_regions: False: no attention map and no region proposals either (outputs logits,
+      image_logits and features only): the image branch alone, e.g. to export it to ONNX
+      (`python -m fgjax.export_model --part=image_branch`). Needs use_regions=False.
     region_bn: 'separate' or 'shared' BatchNorm running statistics of the region pass (see
       `_region_net`).
     feature_dropout: dropout rate on the pooled image and region features, training only (the
@@ -187,6 +190,7 @@ class FocusDiscriminate(backbones_lib.BackboneFields, kw_only=True):
   align_corners: bool = True
   use_regions: bool = True
   use_hybrid: bool = True
+  propose_regions: bool = True
   region_bn: str = 'separate'
   feature_dropout: float = 0.0
   overlap_threshold: float = 0.5
@@ -207,6 +211,9 @@ class FocusDiscriminate(backbones_lib.BackboneFields, kw_only=True):
     if self.use_hybrid and not self.use_regions:
       raise ValueError('config.model.use_hybrid=True needs config.model.use_regions=True (the '
                        'hybrid feature concatenates region features)')
+    if self.use_regions and not self.propose_regions:
+      raise ValueError('config.model.propose_regions=False needs config.model.use_regions=False '
+                       '(the region pass crops the proposed regions)')
     if not 0 < self.nms_iou:
       raise ValueError(f'config.model.nms_iou must be > 0, got {self.nms_iou}')
     if min(self.sigma, self.geometry_scale, self.pad, self.region_size) < 0:
@@ -303,6 +310,9 @@ class FocusDiscriminate(backbones_lib.BackboneFields, kw_only=True):
     image_fc = Linear(self.num_classes, dtype=self.dtype, name='image_classifier')
     image_logits = image_fc(image_feat)
     out = {'image_logits': image_logits}
+    if not self.propose_regions:  # the image branch alone
+      out.update(logits=image_logits, features=image_feat)
+      return out
 
     # Attention (eq. 2): class activation maps from the image classifier's kernel, no bias.
     cams = image_fc(jax.lax.stop_gradient(z), use_bias=False)  # (B, h, w, C) float32

@@ -272,6 +272,8 @@ COMMANDS = {
     'benchmarks/results/suite_cpu_2core_2026-11-21_quiet.jsonl': HELP,
     'python -m benchmarks.backbone_ab layers': HELP,
     'python -m benchmarks.backbone_ab steps': HELP,
+    # real backbones for minutes: tests/test_benchmark_overhead.py runs its rows on small ones
+    'python -m benchmarks.run --suite cpu --only overhead': HELP,
     # ---- docs/evaluate_and_export.md
     'python -m fgjax.evaluate --workdir=DIR [--config=configs/X.py] [--split=SPLIT] [--noplots] '
     '[--retrieval_queries=6] [--svm [--svm_c=1.0] [--svm_loss=hinge|squared_hinge] '

@@ -274,6 +274,12 @@ COMMANDS = {
     'python -m benchmarks.backbone_ab steps': HELP,
     # real backbones for minutes: tests/test_benchmark_overhead.py runs its rows on small ones
     'python -m benchmarks.run --suite cpu --only overhead': HELP,
+    # compiles real backbones at 448 (minutes each on CPU): tests/test_benchmark_cost.py runs it
+    'python -m benchmarks.cost --config=configs/cub_bilinear_lstm.py [--config=...] [--markdown] '
+    '[--out FILE]': HELP,
+    'python -m benchmarks.cost --all [--markdown] [--out FILE]': HELP,
+    'python -m benchmarks.cost --all --markdown --out '
+    'benchmarks/results/cost_cpu_2core_2026-12-05.jsonl': HELP,
     # ---- docs/evaluate_and_export.md
     'python -m fgjax.evaluate --workdir=DIR [--config=configs/X.py] [--split=SPLIT] [--noplots] '
     '[--retrieval_queries=6] [--svm [--svm_c=1.0] [--svm_loss=hinge|squared_hinge] '

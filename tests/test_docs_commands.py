@@ -278,6 +278,7 @@ COMMANDS = {
     'python -m benchmarks.cost --config=configs/cub_bilinear_lstm.py [--config=...] [--markdown] '
     '[--out FILE]': HELP,
     'python -m benchmarks.cost --all [--markdown] [--out FILE]': HELP,
+    'python -m benchmarks.cost --all': HELP,
     'python -m benchmarks.cost --all --markdown --out '
     'benchmarks/results/cost_cpu_2core_2026-12-05.jsonl': HELP,
     # ---- docs/evaluate_and_export.md

@@ -83,17 +83,28 @@ def experiment(config, num_classes: int, method: methods.Method | None = None):
                                    steps_per_epoch=1, builder=None, batch_keys=('image', 'label'))
 
 
+def random_batch(exp, batch: int, seed: int = 0) -> dict:
+  """Seeded random uint8 images, labels and, for a method whose batch has them (`exp.batch_keys`),
+  attribute labels: one class index per group of `config.model.attribute_classes` (a3m)."""
+  rng = np.random.default_rng(seed)
+  data = {'image': rng.integers(0, 256, exp.dummy_images(batch).shape).astype(np.uint8),
+          'label': rng.integers(0, exp.meta.num_classes, (batch,)).astype(np.int32)}
+  for key in exp.batch_keys:
+    if key not in data:
+      classes = exp.config.model.attribute_classes
+      data[key] = np.stack([rng.integers(0, c, (batch,)) for c in classes], 1).astype(np.int32)
+  return data
+
+
 def fgjax_train_step(exp, batch: int, *, lr: float = 0.01, momentum: float = 0.9, iters: int = 3,
-                     min_time: float = 0.0, peak: float | None = None):
-  """Times `trainer.make_train_step(exp, sgd(lr, momentum))` on random uint8 images."""
-  tx = optax.sgd(lr, momentum=momentum)
-  step = trainer.make_train_step(exp, tx)
+                     min_time: float = 0.0, peak: float | None = None, tx=None, stage=None,
+                     device=None):
+  """Times `trainer.make_train_step(exp, tx, stage)` (default tx: sgd(lr, momentum), no stage) on
+  `random_batch`, the state donated from call to call."""
+  tx = tx if tx is not None else optax.sgd(lr, momentum=momentum)
+  step = trainer.make_train_step(exp, tx, stage)
   state = trainer.init_state(exp, tx)
-  rng = np.random.default_rng(0)
-  images = exp.dummy_images(batch).shape
-  data = {'image': jnp.asarray(rng.integers(0, 256, images), jnp.uint8),
-          'label': jnp.asarray(rng.integers(0, exp.meta.num_classes, (batch,)), jnp.int32)}
-  data = jax.device_put(data, sharding.batch_sharded(exp.mesh))
+  data = jax.device_put(random_batch(exp, batch), sharding.batch_sharded(exp.mesh))
   compiled, compile_s = common.compile_jax(step, state, data)
   holder = [state]
 
@@ -102,7 +113,7 @@ def fgjax_train_step(exp, batch: int, *, lr: float = 0.01, momentum: float = 0.9
     jax.block_until_ready(metrics['loss'])
 
   timing = common.times(run, iters=iters, min_time=min_time)
-  return timing, common.cost_fields(compiled, timing['median_s'], batch, peak, compile_s)
+  return timing, common.cost_fields(compiled, timing['median_s'], batch, peak, compile_s, device)
 
 
 def fgjax_eval_img_s(exp, batch: int, *, iters: int = 3, min_time: float = 0.0) -> float:

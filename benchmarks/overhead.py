@@ -31,7 +31,7 @@ import numpy as np
 import optax
 
 from benchmarks import common, heads
-from fgjax import cli, methods, optim, sharding, trainer
+from fgjax import cli, methods, optim
 
 # Small backbones for every method (quick runs and tests: not figures to report).
 _TWO = dict(backbone_a='small_cnn', backbone_a_kwargs={}, layer_a='conv4', backbone_b='',
@@ -90,18 +90,6 @@ def baseline_configs(config) -> list[ml_collections.ConfigDict]:
   return out
 
 
-def _batch(exp, batch: int, seed: int = 0) -> dict:
-  """Random uint8 images, labels and, for a method that needs them, attribute labels."""
-  rng = np.random.default_rng(seed)
-  data = {'image': rng.integers(0, 256, exp.dummy_images(batch).shape).astype(np.uint8),
-          'label': rng.integers(0, exp.meta.num_classes, (batch,)).astype(np.int32)}
-  for key in exp.batch_keys:
-    if key not in data:  # a3m's attribute groups: one class index per group
-      classes = exp.config.model.attribute_classes
-      data[key] = np.stack([rng.integers(0, c, (batch,)) for c in classes], 1).astype(np.int32)
-  return data
-
-
 def prepare(config, num_classes: int, stage: int | None = None):
   """(experiment, optax transformation, stage) of the train step of `config` (stage `stage` of
   config.stages, or plain SGD with momentum 0.9 when the config has no stages)."""
@@ -116,22 +104,13 @@ def prepare(config, num_classes: int, stage: int | None = None):
 
 def time_step(config, num_classes: int, stage: int | None = None, *, iters: int,
               min_time: float, peak: float | None = None, device=None) -> dict:
-  """`common.times` of the trainer's step (`make_train_step`, donated state) on random data, with
-  `common.cost_fields` (compile seconds, peak memory, XLA FLOPs per image, utilisation)."""
+  """`heads.fgjax_train_step` of `config`'s stage `stage` (timing and `common.cost_fields`:
+  compile seconds, peak memory, XLA FLOPs per image, utilisation) in one dict."""
   exp, tx, stage_ = prepare(config, num_classes, stage)
-  fn = trainer.make_train_step(exp, tx, stage_)
-  state = trainer.init_state(exp, tx)
-  batch = config.train.global_batch_size
-  data = jax.device_put(_batch(exp, batch), sharding.batch_sharded(exp.mesh))
-  compiled, compile_s = common.compile_jax(fn, state, data)
-  holder = [state]
-
-  def run():
-    holder[0], metrics = compiled(holder[0], data)
-    jax.block_until_ready(metrics['loss'])
-
-  t = common.times(run, iters=iters, min_time=min_time)
-  return {**t, **common.cost_fields(compiled, t['median_s'], batch, peak, compile_s, device)}
+  timing, costs = heads.fgjax_train_step(exp, config.train.global_batch_size, iters=iters,
+                                         min_time=min_time, peak=peak, tx=tx, stage=stage_,
+                                         device=device)
+  return {**timing, **costs}
 
 
 def eval_flops_per_image(config, num_classes: int) -> float | None:

@@ -112,6 +112,7 @@ def export_model(workdir: str, fmt: str, out: str, *, batch: int = 0, step: int 
     raise ExportError(str(e)) from None
   if part:
     exp = part_experiment(exp, part)
+  what = f'{exp.method.name}:{part}' if part else exp.method.name
   embedding = embedding or exp.config.eval.embedding
   try:
     protocols.check_embedding(exp, embedding, '--embedding')
@@ -125,15 +126,15 @@ def export_model(workdir: str, fmt: str, out: str, *, batch: int = 0, step: int 
     data = exported.export_stablehlo(serve, hw, batch, platforms)
   else:
     try:
-      data = onnx_export.export_onnx(serve, hw, batch, exp.method.name + (f':{part}' if part
-                                                                           else ''), log)
+      data = onnx_export.export_onnx(serve, hw, batch, what, log)
     except onnx_export.OnnxExportError as e:
       raise ExportError(str(e)) from e
   with open(out, 'wb') as f:
     f.write(data)
   with open(out + '.json', 'w') as f:
     json.dump(metadata(exp, step, fmt, embedding, batch, dims, part), f, indent=1)
-  log(f'{fmt}{f" ({part})" if part else ""}: {len(data) / 2**20:.1f} MiB, input uint8 ({batch or "B"}, {hw[0]}, {hw[1]}, 3), '
+  log(f'{fmt}{f" ({part})" if part else ""}: {len(data) / 2**20:.1f} MiB, input uint8 '
+      f'({batch or "B"}, {hw[0]}, {hw[1]}, 3), '
       f'outputs logits ({dims[0]}) and {embedding} ({dims[1]}), step {step}')
   return out
 

@@ -12,9 +12,10 @@ ResNet-50 at 448, NTS-Net anchors/NMS 0.25, 6 regions zoomed to 224, hybrid of t
 region features; SGD 0.01 (x0.1 at epochs 40, 80), 100 epochs, backbone at 0.1x lr.
 
 `:image_level` is the paper's "image level only" ablation (combine: `:image_level,runlocal`).
-Region readings (docs/methods/focus_discriminate.md, "Readings"): NTS-Net anchors by mean attention
-by default; `--config.model.region_scoring=fixed_centre` is the paper's 160x160 regions centred on
-the cells of M, `=anchor_excess` the anchors by attention mass above the image mean;
+Region readings (docs/methods/focus_discriminate.md, "Readings"): the paper's 160x160 regions
+centred on the cells of M by default (`region_scoring='fixed_centre'`, chosen on the embedded
+benchmark); `--config.model.region_scoring=anchor_mean` scores NTS-Net's anchors by mean attention
+(fgjax before 2026-12), `=anchor_excess` by attention mass above the image mean;
 `--config.model.hybrid_fusion=max` pools the region features before the hybrid classifier.
 """
 

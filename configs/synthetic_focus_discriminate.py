@@ -4,9 +4,11 @@ python -m fgjax.train --config=configs/synthetic_focus_discriminate.py --workdir
 python -m fgjax.train --config=configs/synthetic_focus_discriminate.py:image_level \
   --workdir=/tmp/fgjax/fd_img
 
-The paper's geometry scaled by 64/448 = 1/7 (fgjax.methods.focus_discriminate, "Geometry"): the
-1614 NTS-Net anchors shrunk by 1/7, zero padding 32 px, zoomed regions 32x32 (224 at 448), NMS 0.25,
-m = 6 regions, l = 4 in the hybrid feature. Arguments (after ':'):
+The paper's geometry scaled by 64/448 = 1/7 (fgjax.methods.focus_discriminate, "Geometry"):
+regions of 160/448 of the side centred on the cells of M (the default `region_scoring`;
+`--config.model.region_scoring=anchor_mean` scores the 1614 NTS-Net anchors shrunk by 1/7, as the
+results in docs/methods/focus_discriminate.md were measured), zero padding 32 px, zoomed regions
+32x32 (224 at 448), NMS 0.25, m = 6 regions, l = 4 in the hybrid feature. Arguments (after ':'):
   image_level  the paper's "image level only" ablation (no hybrid classifier; predict image logits)
   single_cam   attention from the single CAM of the predicted class instead of eq. 2's max
   image_only   no regions at all: image classifier alone (GAP + FC baseline)

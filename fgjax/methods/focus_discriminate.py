@@ -37,7 +37,8 @@ Region diagnostics (`region_diagnostics`; `diagnose` turns them into warnings):
     shifted by one (F^R_2 .. F^R_l, F^R_1): 1.0 means the slot order does not matter.
 
 Old runs: `migrate_model_config` writes the behaviour of fgjax before 2026-12 into a config.json
-without `region_scoring` / `hybrid_fusion` (today's defaults are the same values).
+without `region_scoring` / `hybrid_fusion` (anchors by mean attention, slots in NMS order;
+today's default region scoring is 'fixed_centre').
 """
 
 from __future__ import annotations

@@ -11,16 +11,17 @@ reuses them (yangze0930/NTS-Net, commit e6c98df):
    `Method.train_inputs`), else of the predicted class (evaluation, prediction).
 3. Region proposals (`fgjax.models.region_proposals`, where the readings are derived): the paper
    only says "each pixel in M corresponds to a region" and gives the localised regions 160x160 at
-   448. `region_scoring='anchor_mean'` (default): NTS-Net's default anchors (`fgjax.ops.anchors`,
+   448. `region_scoring='fixed_centre'` (default; the paper's literal reading): every cell of M is
+   the centre of a square region of side `region_side` x min(H, W), scored by M at the cell.
+   'anchor_mean' (fgjax's default before 2026-12): NTS-Net's default anchors (`fgjax.ops.anchors`,
    1614 at 448; other input sizes: `FocusDiscriminate.geometry`), each scored by the mean of M over
    the box: M is min-max normalised to [0, 1] per image, bilinearly upsampled to the input size,
    summed over the integer box inside the image (summed-area table) and divided by the anchor's
    full area (`anchor_score='mean_full'`: the zero padding counts as no attention) or by the area
    inside the image ('mean_inside'). A mean favours the smallest anchors. 'anchor_excess': the same
    anchors scored by the attention mass above the image mean (size follows the attention's extent).
-   'fixed_centre' (the paper's literal reading): every cell of M is the centre of a square region
-   of side `region_side` x min(H, W), scored by M at the cell. The scores are under stop_gradient
-   (selection is discrete, as in NTS-Net).
+   The default was chosen on the embedded benchmark (docs/methods/focus_discriminate.md). The
+   scores are under stop_gradient (selection is discrete, as in NTS-Net).
 4. Hard NMS (`fgjax.ops.nms`, NTS-Net semantics) at IoU 0.25 on the integer boxes
    `int(edge + pad) - pad` (NTS-Net's padded integer anchors, moved back to the unpadded frame; or
    the fixed-centre boxes), top m = 6.
@@ -134,10 +135,10 @@ class FocusDiscriminate(backbones_lib.BackboneFields, kw_only=True):
     smoothing_truncate: the Gaussian kernel's radius in sigmas (scipy's `truncate`).
     smoothing_mode: border rule of the smoothing, one of scipy's 'reflect', 'nearest', 'mirror',
       'constant'.
-    region_scoring: 'anchor_mean' (NTS-Net anchors by mean attention; favours the smallest
-      anchors), 'anchor_excess' (the anchors by attention mass above the image mean) or
-      'fixed_centre' (the paper's literal reading: one square region per cell of M); step 3 and
-      `fgjax.models.region_proposals`.
+    region_scoring: 'fixed_centre' (default, the paper's literal reading: one square region per
+      cell of M), 'anchor_mean' (NTS-Net anchors by mean attention; favours the smallest anchors;
+      the default before 2026-12) or 'anchor_excess' (the anchors by attention mass above the
+      image mean); step 3 and `fgjax.models.region_proposals`.
     anchor_score: 'mean_full' or 'mean_inside': how the part of an anchor outside the image counts
       in its score (as zero attention, or not at all); anchor scorings only.
     region_side: side of the 'fixed_centre' regions as a fraction of min(H, W), in (0, 1] (the
@@ -183,7 +184,7 @@ class FocusDiscriminate(backbones_lib.BackboneFields, kw_only=True):
   sigma: float = 1.0
   smoothing_truncate: float = 4.0
   smoothing_mode: str = 'nearest'
-  region_scoring: str = 'anchor_mean'
+  region_scoring: str = 'fixed_centre'
   anchor_score: str = 'mean_full'
   region_side: float = 160 / 448
   pad_value: str = 'mean'

@@ -103,7 +103,7 @@ def test_end_to_end_eval_reports_region_metrics(make_config, one_device_mesh):
     ('anchor_score', 'max', 'config.model.anchor_score'),
     ('num_hybrid', 7, 'config.model.num_hybrid'),
     ('use_regions', False, 'use_hybrid'),
-    ('pad', 2, 'config.model.pad'),
+    ('pad', 2, 'config.model.pad'),  # checked for the anchor scorings (below)
     ('region_size', 4, 'config.model.region_size'),
     ('overlap_threshold', 0.0, 'overlap_threshold'),
     ('feature_dropout', 1.0, 'config.model.feature_dropout'),
@@ -112,6 +112,8 @@ def test_check_config_errors(make_config, field, value, match):
   config = make_config('focus_discriminate')
   with config.unlocked():
     config.model[field] = value
+    if field == 'pad':  # the padding that NTS-Net's anchors need
+      config.model.region_scoring = 'anchor_mean'
   with pytest.raises(ValueError, match=match):
     METHOD.check_config(config)
 

@@ -152,7 +152,9 @@ def _crop_oracle(image, box, fill):
 
 @pytest.mark.parametrize('pad_value', ['mean', 'zero'])
 def test_regions_are_nms_picks_cropped_and_classified(pad_value):
-  model = make_model(pad_value=pad_value)
+  # NTS-Net's anchors (the default 'fixed_centre' boxes: tests/methods/test_focus_discriminate_
+  # readings.py)
+  model = make_model(pad_value=pad_value, region_scoring='anchor_mean')
   x = images(seed=3)
   v = model.init(jax.random.key(0), x)
   out = jax.jit(lambda v, x: model.apply(v, x))(v, x)

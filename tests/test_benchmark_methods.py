@@ -65,8 +65,8 @@ def test_before_and_readings_tables_against_hand_computed_values():
           row('focus_discriminate_image_level', 0, 0.30), row('focus_discriminate_image_level', 1,
                                                               0.10),
           row('focus_discriminate_before', 0, 0.05), row('focus_discriminate_before', 1, 0.15),
-          row('focus_discriminate_fixed_centre', 0, 0.40),
-          row('focus_discriminate_fixed_centre', 1, 0.20)]
+          row('focus_discriminate_anchor_mean', 0, 0.40),
+          row('focus_discriminate_anchor_mean', 1, 0.20)]
   claims = [c for c in methods.CLAIMS if c.method == 'focus_discriminate']
   text = methods.table(rows, claims, 'synthetic_fgvc')
   assert '| A before: top-1 % |' in text.splitlines()[0]
@@ -74,8 +74,8 @@ def test_before_and_readings_tables_against_hand_computed_values():
   assert ('| focus_discriminate: 15.0 ± 5.0 | focus_discriminate_before: 10.0 ± 5.0 | '
           'focus_discriminate_image_level: 20.0 ± 10.0 | does not hold | 2 |') in text
   readings = methods.readings_table(rows, claims)
-  # fixed_centre - A, paired: 30, 0 -> 15.0 ± 15.0; anchor_excess has no rows
-  assert ('| focus_discriminate | focus_discriminate_fixed_centre (`:region_scoring=fixed_centre`)'
+  # anchor_mean - A, paired: 30, 0 -> 15.0 ± 15.0; anchor_excess has no rows
+  assert ('| focus_discriminate | focus_discriminate_anchor_mean (`:region_scoring=anchor_mean`)'
           ' | 30.0 ± 10.0 | 15.0 ± 5.0 | 15.0 ± 15.0 | 2 |') in readings
   assert '| focus_discriminate_anchor_excess (`:region_scoring=anchor_excess`) | - | - | - | 0 |' \
       in readings

@@ -16,7 +16,8 @@ the default.
 mechanism off (NTS-Net anchors scored by mean attention, region features concatenated in NMS order; `Method.readings_before`, docs/methods/focus_discriminate.md); the default `after` keeps
 the current ones. The benchmark measures both (`python -m benchmarks.methods --before`).
 `:region_scoring=fixed_centre|anchor_mean|anchor_excess` is the reading whose default the
-benchmark chose ('fixed_centre'; `--readings` runs the other two).
+benchmark chose ('fixed_centre'; `--readings` runs the other two, `anchor_mean` as the
+`readings=before` run).
 
 `:weights=DIR` starts the backbone from `python -m benchmarks.pretrain --out=DIR` (DIR/d or DIR/r;
 the pretrained layers train at the full learning rate); without it it starts from scratch.

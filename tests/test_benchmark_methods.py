@@ -58,6 +58,20 @@ def test_before_and_readings_runs_set_what_they_name():
     module.get_config('readings=later')
 
 
+def test_before_and_readings_train_no_config_twice():
+  """`--before --readings` plans every run once, and no two planned runs have the same config
+  (focus_discriminate's before run is its anchor_mean reading)."""
+  runs = methods.planned_runs(methods.CLAIMS, True, True, True)
+  assert len(runs) == len(set(runs))
+  configs = {}
+  for run in runs:
+    config, _ = methods.load_config('synthetic_fgvc', run, 0, False, 1.0, None)
+    key = json.dumps(config.to_dict(), sort_keys=True, default=str)
+    assert key not in configs, (run, configs.get(key))
+    configs[key] = run
+  assert methods.planned_runs(methods.CLAIMS[:1], False, False, False) == ['bcnn_spp', 'bcnn']
+
+
 def test_before_and_readings_tables_against_hand_computed_values():
   row = lambda run, seed, top1: {'run': run, 'seed': seed, 'top1': top1, 'wall_s': 10.0,
                                  'img_s': None}
@@ -65,8 +79,8 @@ def test_before_and_readings_tables_against_hand_computed_values():
           row('focus_discriminate_image_level', 0, 0.30), row('focus_discriminate_image_level', 1,
                                                               0.10),
           row('focus_discriminate_before', 0, 0.05), row('focus_discriminate_before', 1, 0.15),
-          row('focus_discriminate_anchor_mean', 0, 0.40),
-          row('focus_discriminate_anchor_mean', 1, 0.20)]
+          row('focus_discriminate_anchor_excess', 0, 0.40),
+          row('focus_discriminate_anchor_excess', 1, 0.20)]
   claims = [c for c in methods.CLAIMS if c.method == 'focus_discriminate']
   text = methods.table(rows, claims, 'synthetic_fgvc')
   assert '| A before: top-1 % |' in text.splitlines()[0]
@@ -74,11 +88,14 @@ def test_before_and_readings_tables_against_hand_computed_values():
   assert ('| focus_discriminate: 15.0 ± 5.0 | focus_discriminate_before: 10.0 ± 5.0 | '
           'focus_discriminate_image_level: 20.0 ± 10.0 | does not hold | 2 |') in text
   readings = methods.readings_table(rows, claims)
-  # anchor_mean - A, paired: 30, 0 -> 15.0 ± 15.0; anchor_excess has no rows
-  assert ('| focus_discriminate | focus_discriminate_anchor_mean (`:region_scoring=anchor_mean`)'
-          ' | 30.0 ± 10.0 | 15.0 ± 5.0 | 15.0 ± 15.0 | 2 |') in readings
-  assert '| focus_discriminate_anchor_excess (`:region_scoring=anchor_excess`) | - | - | - | 0 |' \
-      in readings
+  # anchor_excess - A, paired: 30, 0 -> 15.0 ± 15.0; the before run is the anchor_mean reading:
+  # before - A, paired: -5, -5 -> -5.0 ± 0.0
+  assert ('| focus_discriminate | focus_discriminate_anchor_excess '
+          '(`:region_scoring=anchor_excess`) | 30.0 ± 10.0 | 15.0 ± 5.0 | 15.0 ± 15.0 | 2 |'
+          ) in readings
+  assert ('| focus_discriminate | focus_discriminate_before (`:readings=before`) | 10.0 ± 5.0 | '
+          '15.0 ± 5.0 | -5.0 ± 0.0 | 2 |') in readings
+  assert len(readings.splitlines()) == 2 + 2  # header, rule, the two readings: none twice
   # without before rows the table keeps its columns
   assert 'A before' not in methods.table(rows[:4], claims, 'synthetic_fgvc')
 

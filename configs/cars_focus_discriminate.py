@@ -9,8 +9,8 @@ python -m fgjax.train --config=configs/cars_focus_discriminate.py:runlocal \
   --workdir=/tmp/x  # CPU smoke run
 
 ResNet-50 at 448, 160/448 regions on the cells of M, NMS 0.25, 6 regions zoomed to 224, hybrid of
-the image and top-4
-region features; SGD 0.01 (x0.1 at epochs 40, 80), 100 epochs, backbone at 0.1x lr.
+the image and top-4 region features; SGD 0.01 (x0.1 at epochs 40, 80), 100 epochs, backbone at
+0.1x lr.
 
 `:image_level` is the paper's "image level only" ablation (combine: `:image_level,runlocal`).
 Region readings (docs/methods/focus_discriminate.md, "Readings"): the paper's 160x160 regions

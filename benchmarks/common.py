@@ -166,12 +166,46 @@ def side_by_side(name: str, *, fgjax_t: dict | None, peer_t: dict | None, items:
   return row
 
 
+_CPU_FLAGS = ('avx2', 'avx512f', 'avx512_bf16', 'avx512_vnni', 'amx_tile', 'asimd', 'sve')
+
+
+def host_cpu(cpuinfo: str) -> str:
+  """The host CPU from the text of /proc/cpuinfo: model name, x86 family/model/stepping (which
+  tell processor generations apart where the name is generic, e.g. 'AMD EPYC'), and the vector
+  extensions that matmul libraries dispatch on. Ratios against PyTorch move between hosts (its
+  and XLA's matmul kernels are tuned differently), so every row names the host it ran on."""
+  first = {}
+  for line in cpuinfo.splitlines():
+    key, sep, value = line.partition(':')
+    key = key.strip().lower()
+    if sep and key not in first:
+      first[key] = value.strip()
+  parts = [first.get('model name') or first.get('cpu model') or platform.machine()]
+  ident = [f'{k} {first[k]}' for k in ('cpu family', 'model', 'stepping') if first.get(k)]
+  if ident:
+    parts.append(', '.join(ident))
+  flags = set((first.get('flags') or first.get('features') or '').split())
+  vector = [f for f in _CPU_FLAGS if f in flags]
+  if vector:
+    parts.append(' '.join(vector))
+  return '; '.join(parts)
+
+
+def _read_cpuinfo() -> str:
+  try:
+    with open('/proc/cpuinfo') as f:
+      return f.read()
+  except OSError:  # not Linux
+    return ''
+
+
 def environment(device=None) -> dict:
   """Fields describing where a row ran (added to every row by run.py)."""
   device = device or jax.devices()[0]
   kind = device.device_kind
   return {'device': f'{device.platform} ({kind}, {os.cpu_count()} host cores, '
                     f'{platform.processor() or platform.machine()})',
+          'host_cpu': host_cpu(_read_cpuinfo()),
           'jax': jax.__version__, 'loadavg': [round(x, 2) for x in os.getloadavg()],
           'xla_flags': os.environ.get('XLA_FLAGS', '')}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import platform
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +36,19 @@ def test_cpu_peak_memory_is_argument_plus_output_plus_temp():
   assert mem >= 4 * (m * k + k * n + m * n)
   assert mem < 4 * (m * k + k * n + m * n) + (1 << 20)
   assert 'argument + output + temp' in how
+
+
+def test_host_cpu_names_the_processor_generation_and_vector_extensions():
+  # the first processor's block of an x86 /proc/cpuinfo (abridged), then a second processor's
+  cpuinfo = ('processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n'
+             'model name\t: AMD EPYC\nstepping\t: 1\n'
+             'flags\t\t: fpu sse avx2 fma avx512f avx512_bf16 avx512_vnni\n\n'
+             'processor\t: 1\ncpu family\t: 99\nmodel\t\t: 98\n')
+  assert common.host_cpu(cpuinfo) == (
+      'AMD EPYC; cpu family 25, model 17, stepping 1; avx2 avx512f avx512_bf16 avx512_vnni')
+  arm = 'processor\t: 0\nFeatures\t: fp asimd sve\nCPU part\t: 0xd0c\n'
+  assert common.host_cpu(arm).endswith('; asimd sve')
+  assert common.host_cpu('') == platform.machine()  # nothing to read (not Linux)
 
 
 def test_side_by_side_ratio_arithmetic_on_fake_timings():
@@ -94,6 +108,7 @@ def test_jax_rows_have_every_required_field_and_serialise():
       assert field in row, (row['name'], field)
     assert row['fgjax_img_s'] > 0 and row['fgjax_s'] > 0
     assert len(row['loadavg']) == 3
+    assert row['host_cpu']
   for row in side[:4]:  # jitted rows: XLA costs and utilisation against the measured peak
     for field in common.COST_FIELDS:
       assert row[field] is not None, (row['name'], field)

@@ -39,7 +39,8 @@ import jax.numpy as jnp
 import numpy as np
 
 # Fields every row has (run.py fills the environment ones); side-by-side rows also have SIDE_FIELDS.
-ROW_FIELDS = ('name', 'method', 'backbone', 'input_size', 'batch', 'device', 'loadavg', 'jax')
+ROW_FIELDS = ('name', 'method', 'backbone', 'input_size', 'batch', 'device', 'host_cpu', 'loadavg',
+              'jax')
 SIDE_FIELDS = ('fgjax_img_s', 'peer_img_s', 'ratio', 'unit', 'fgjax_s', 'peer_s', 'peer')
 COST_FIELDS = ('compile_s', 'peak_memory_bytes', 'peak_memory_how', 'flops_per_image',
                'achieved_flop_s', 'utilisation')

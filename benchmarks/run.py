@@ -30,7 +30,8 @@ Rows (`--only` takes these names; docs/benchmarks.md says what each one measures
                   time, peak memory
 
 `--quick` shrinks every size (a smoke run, ~2 min; not figures to report). Every row carries
-`loadavg` (os.getloadavg() when it was written): rows measured while other jobs ran are visible.
+`loadavg` (os.getloadavg() when it was written): rows measured while other jobs ran are visible;
+and `host_cpu` (common.host_cpu): ratios against PyTorch move between hosts.
 """
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 
     python -m benchmarks.run --suite cpu [--only NAME,...] [--quick] [--out FILE]
     python -m benchmarks.run --suite gpu [...]        # exits 2 with a message when no GPU is seen
+    python -m benchmarks.run --only overhead --overhead_methods bcnn,bcnn_spp --overhead_batch 8
 
 Needs PyTorch next to fgjax for the peers (benchmark-only extra; docs/benchmarks.md):
     python3 -m venv ~/fgjax-bench && ~/fgjax-bench/bin/pip install -e ".[test]"
@@ -24,7 +25,8 @@ Rows (`--only` takes these names; docs/benchmarks.md says what each one measures
   bilinear_lstm   (gpu suite) bilinear_lstm train step with configs/cub_bilinear_lstm.py's model
   overhead        overhead/<method>: each method's train step against a classifier on the same
                   backbone(s) and input (`benchmarks.overhead`: time and FLOP ratios, the factor
-                  the paper's design needs, what is beyond it; 224 float32 on CPU, 448 bf16 on GPU)
+                  the paper's design needs, what is beyond it; 224 float32 on CPU, 448 bf16 on GPU;
+                  `--overhead_methods` / `--overhead_batch` pick the methods and the batch)
   methods         (gpu suite) method/<method>: every method at its CUB config's input size, bf16:
                   train and eval img/s, step time, utilisation (MFU against matmul_peak), compile
                   time, peak memory
@@ -300,7 +302,8 @@ def row_overhead(ctx: Context) -> list[dict]:
   s = ctx.sizes
   size, batch = ((s.overhead_gpu_size, s.overhead_gpu_batch) if ctx.gpu
                  else (s.overhead_size, s.overhead_batch))
-  return overhead.rows(size, batch, 'bfloat16' if ctx.gpu else 'float32', iters=s.iters,
+  return overhead.rows(size, batch, 'bfloat16' if ctx.gpu else 'float32',
+                       methods_=s.overhead_methods or overhead.METHODS, iters=s.iters,
                        min_time=s.min_time,
                        model_overrides=overhead.SMALL_BACKBONES if s.small_backbones else None,
                        num_classes=s.classes, peak=ctx.peak, device=ctx.device)
@@ -338,7 +341,21 @@ def main(argv=None) -> int:
   parser.add_argument('--only', default='', help='comma-separated row names (see above)')
   parser.add_argument('--quick', action='store_true', help='tiny sizes: a smoke run')
   parser.add_argument('--out', default='', help='also append the JSON lines to this file')
+  parser.add_argument('--overhead_methods', default='',
+                      help='comma-separated methods of the overhead rows (default: all)')
+  parser.add_argument('--overhead_batch', type=int, default=0,
+                      help="the overhead rows' batch (default: 2 on cpu, 16 on gpu)")
   args = parser.parse_args(argv)
+  overhead_methods = tuple(m for m in args.overhead_methods.split(',') if m)
+  bad = [m for m in overhead_methods if m not in overhead.METHODS]
+  if bad:
+    print(f'ERROR: --overhead_methods: unknown method(s) {", ".join(bad)}; valid: '
+          f'{", ".join(overhead.METHODS)}', file=sys.stderr)
+    return 2
+  if args.overhead_batch < 0:
+    print(f'ERROR: --overhead_batch must be >= 1 (0: the suite\'s default), got '
+          f'{args.overhead_batch}', file=sys.stderr)
+    return 2
   rows = CPU_ROWS if args.suite == 'cpu' else GPU_ROWS
   names = [n for n in args.only.split(',') if n] or list(rows)
   unknown = [n for n in names if n not in rows]
@@ -358,8 +375,12 @@ def main(argv=None) -> int:
   torch, torchvision, reason = common.torch_or_none()
   if 'matmul_peak' not in names:
     names.insert(0, 'matmul_peak')
-  ctx = Context(args.suite, Sizes.quick() if args.quick else Sizes(), torch, torchvision, reason,
-                device=device)
+  sizes = dataclasses.replace(Sizes.quick() if args.quick else Sizes(),
+                              overhead_methods=overhead_methods)
+  if args.overhead_batch:
+    sizes = dataclasses.replace(sizes, overhead_batch=args.overhead_batch,
+                                overhead_gpu_batch=args.overhead_batch)
+  ctx = Context(args.suite, sizes, torch, torchvision, reason, device=device)
   sink = open(args.out, 'a') if args.out else None  # pylint: disable=consider-using-with
 
   def write(line):

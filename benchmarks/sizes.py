@@ -41,6 +41,7 @@ class Sizes:
   overhead_gpu_size: int = 448
   overhead_batch: int = 2
   overhead_gpu_batch: int = 16
+  overhead_methods: tuple = ()  # () = every method (benchmarks.overhead.METHODS)
   methods_batch: int = 16  # gpu suite: per method at its config's input size
   small_backbones: bool = False  # quick: small_cnn in every method (overhead, methods rows)
   iters: int = 3

@@ -181,3 +181,21 @@ def test_unknown_row_name_exits_2(capsys):
   assert run.main(['--suite', 'cpu', '--only', 'resnet5O']) == 2
   err = capsys.readouterr().err
   assert err.startswith('ERROR: --only: unknown row(s) resnet5O') and 'resnet50' in err
+
+
+def test_overhead_options_name_the_valid_methods_and_batch(capsys):
+  assert run.main(['--only', 'overhead', '--overhead_methods', 'bcnn,a3n']) == 2
+  err = capsys.readouterr().err
+  assert err.startswith('ERROR: --overhead_methods: unknown method(s) a3n; valid: bcnn, ')
+  assert len(err.strip().splitlines()) == 1
+  assert run.main(['--only', 'overhead', '--overhead_batch', '-1']) == 2
+  assert capsys.readouterr().err.startswith('ERROR: --overhead_batch must be >= 1')
+
+
+def test_overhead_rows_of_the_chosen_methods_at_the_chosen_batch(tmp_path, capsys):
+  out = tmp_path / 'rows.jsonl'
+  assert run.main(['--quick', '--only', 'overhead', '--overhead_methods', 'a3m',
+                   '--overhead_batch', '4', '--out', str(out)]) == 0
+  rows = [json.loads(line) for line in out.read_text().splitlines()]
+  assert [r['name'] for r in rows] == ['matmul_peak', 'overhead/a3m']
+  assert rows[1]['batch'] == 4 and rows[1]['method_img_s'] > 0

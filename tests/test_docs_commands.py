@@ -274,6 +274,11 @@ COMMANDS = {
     'python -m benchmarks.backbone_ab steps': HELP,
     # real backbones for minutes: tests/test_benchmark_overhead.py runs its rows on small ones
     'python -m benchmarks.run --suite cpu --only overhead': HELP,
+    # VGG-16 + VGG-M at batch 8 for minutes: tests/test_benchmarks.py runs the two options on a
+    # small backbone
+    'python -m benchmarks.run --suite cpu --only overhead --overhead_methods bcnn,bcnn_spp '
+    '--overhead_batch 8 --out benchmarks/results/overhead_bcnn_batch8_cpu_2core_2026-12-06.jsonl':
+        HELP,
     # compiles real backbones at 448 (minutes each on CPU): tests/test_benchmark_cost.py runs it
     'python -m benchmarks.cost --config=configs/cub_bilinear_lstm.py [--config=...] [--markdown] '
     '[--out FILE]': HELP,

@@ -334,6 +334,12 @@ def run(ctx: Context, names, write=print) -> list[dict]:
   return out
 
 
+def _comma_list(text: str, valid) -> tuple[list[str], list[str]]:
+  """(the names in comma-separated `text`, those of them not in `valid`)."""
+  names = [n for n in text.split(',') if n]
+  return names, [n for n in names if n not in valid]
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -344,10 +350,10 @@ def main(argv=None) -> int:
   parser.add_argument('--overhead_methods', default='',
                       help='comma-separated methods of the overhead rows (default: all)')
   parser.add_argument('--overhead_batch', type=int, default=0,
-                      help="the overhead rows' batch (default: 2 on cpu, 16 on gpu)")
+                      help=f"the overhead rows' batch (default: {Sizes.overhead_batch} on "
+                           f'cpu, {Sizes.overhead_gpu_batch} on gpu)')
   args = parser.parse_args(argv)
-  overhead_methods = tuple(m for m in args.overhead_methods.split(',') if m)
-  bad = [m for m in overhead_methods if m not in overhead.METHODS]
+  overhead_methods, bad = _comma_list(args.overhead_methods, overhead.METHODS)
   if bad:
     print(f'ERROR: --overhead_methods: unknown method(s) {", ".join(bad)}; valid: '
           f'{", ".join(overhead.METHODS)}', file=sys.stderr)
@@ -357,8 +363,8 @@ def main(argv=None) -> int:
           f'{args.overhead_batch}', file=sys.stderr)
     return 2
   rows = CPU_ROWS if args.suite == 'cpu' else GPU_ROWS
-  names = [n for n in args.only.split(',') if n] or list(rows)
-  unknown = [n for n in names if n not in rows]
+  names, unknown = _comma_list(args.only, rows)
+  names = names or list(rows)
   if unknown:
     print(f'ERROR: --only: unknown row(s) {", ".join(unknown)} for --suite {args.suite}; '
           f'valid: {", ".join(rows)}', file=sys.stderr)
@@ -375,11 +381,10 @@ def main(argv=None) -> int:
   torch, torchvision, reason = common.torch_or_none()
   if 'matmul_peak' not in names:
     names.insert(0, 'matmul_peak')
+  batch = ({'overhead_batch': args.overhead_batch, 'overhead_gpu_batch': args.overhead_batch}
+           if args.overhead_batch else {})
   sizes = dataclasses.replace(Sizes.quick() if args.quick else Sizes(),
-                              overhead_methods=overhead_methods)
-  if args.overhead_batch:
-    sizes = dataclasses.replace(sizes, overhead_batch=args.overhead_batch,
-                                overhead_gpu_batch=args.overhead_batch)
+                              overhead_methods=tuple(overhead_methods), **batch)
   ctx = Context(args.suite, sizes, torch, torchvision, reason, device=device)
   sink = open(args.out, 'a') if args.out else None  # pylint: disable=consider-using-with
 

@@ -4,8 +4,10 @@ the checkpoint the 2-process run wrote restores in a 1-process run."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -18,6 +20,32 @@ ARGS = ['--config=configs/synthetic_bcnn.py', '--config.dataset.config=tiny',
         '--config.dataset.resize_size=36', '--config.dataset.image_size=32',
         '--config.train.global_batch_size=16', '--config.train.num_epochs=0.5',
         '--config.train.log_every_steps=1', '--config.eval.batch_size=16']
+
+
+def _launch(args, env, timeout):
+  """Runs launch/local_multiprocess.sh with `args` in its own process group; the group (the
+  launcher, both fgjax processes and their output filters) is killed when it is still running
+  after `timeout` seconds, so a hung collective fails the test with the output so far instead of
+  leaving processes behind. Returns (return code or None when it was killed, output)."""
+  proc = _start(args, env)
+  try:
+    out, _ = proc.communicate(timeout=timeout)
+    return proc.returncode, out
+  except subprocess.TimeoutExpired:
+    return None, _kill(proc)
+
+
+def _start(args, env):
+  return subprocess.Popen(['bash', 'launch/local_multiprocess.sh', *args], cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          start_new_session=True)
+
+
+def _kill(proc) -> str:
+  """SIGKILL to the launcher's process group; its output so far."""
+  os.killpg(proc.pid, signal.SIGKILL)
+  out, _ = proc.communicate()
+  return out
 
 
 def _losses(workdir):
@@ -41,13 +69,11 @@ def _final_params(workdir, make_config, data_dir):
 def test_two_processes_match_one_process(tmp_path, data_dir, make_config):
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
   common = ARGS + [f'--config.dataset.data_dir={data_dir}']
-  multi = subprocess.run(
-      ['bash', 'launch/local_multiprocess.sh', '2', '4', sys.executable, '-m', 'fgjax.train',
-       f'--workdir={tmp_path / "multi"}', *common],
-      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-  assert multi.returncode == 0, multi.stdout[-3000:] + multi.stderr[-3000:]
-  assert '[1] jax.distributed: process 1 of 2' in multi.stdout
-  assert '8 device(s) on 2 process(es)' in multi.stdout
+  rc, out = _launch(['2', '4', sys.executable, '-m', 'fgjax.train',
+                     f'--workdir={tmp_path / "multi"}', *common], env, timeout=300)
+  assert rc == 0, f'return code {rc} (None: still running after 300 s, killed):\n' + out[-3000:]
+  assert '[1] jax.distributed: process 1 of 2' in out
+  assert '8 device(s) on 2 process(es)' in out
   single = subprocess.run(
       [sys.executable, '-m', 'fgjax.train', f'--workdir={tmp_path / "single"}', *common,
        '--local_device_count=8', '--distributed=off'],
@@ -70,29 +96,31 @@ def test_two_processes_match_one_process(tmp_path, data_dir, make_config):
 def test_sigterm_to_the_launcher_stops_all_processes_at_one_step(tmp_path, data_dir):
   """Preemption of a 2-process job: every process agrees on one step, one checkpoint is written,
   all exit 0; rerunning the same command finishes the run."""
-  import signal  # pylint: disable=g-import-not-at-top
-  import time  # pylint: disable=g-import-not-at-top
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
-  cmd = ['bash', 'launch/local_multiprocess.sh', '2', '4', sys.executable, '-m', 'fgjax.train',
-         f'--workdir={tmp_path / "w"}', *ARGS, f'--config.dataset.data_dir={data_dir}',
-         '--config.train.num_epochs=40', '--config.train.checkpoint_every_steps=50']
-  proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True)
+  args = ['2', '4', sys.executable, '-m', 'fgjax.train', f'--workdir={tmp_path / "w"}', *ARGS,
+          f'--config.dataset.data_dir={data_dir}', '--config.train.num_epochs=40',
+          '--config.train.checkpoint_every_steps=50']
+  proc = _start(args, env)
   first = tmp_path / 'w' / 'checkpoints' / '50'
-  for _ in range(600):
-    if first.exists():
-      break
-    assert proc.poll() is None, proc.stdout.read()[-3000:]
+  deadline = time.monotonic() + 180
+  while not first.exists():
+    if proc.poll() is not None:
+      pytest.fail(f'exited {proc.returncode} before checkpoint 50:\n' + proc.stdout.read()[-3000:])
+    if time.monotonic() > deadline:  # e.g. a collective that never completes: no SIGTERM helps
+      pytest.fail('no checkpoint 50 after 180 s (killed):\n' + _kill(proc)[-3000:])
     time.sleep(0.1)
   time.sleep(0.3)
   proc.send_signal(signal.SIGTERM)
-  out, _ = proc.communicate(timeout=300)
+  try:
+    out, _ = proc.communicate(timeout=120)
+  except subprocess.TimeoutExpired:
+    pytest.fail('still running 120 s after SIGTERM (killed):\n' + _kill(proc)[-3000:])
   assert proc.returncode == 0, out[-3000:]
   stopped = int(out.split('stopped after step ')[1].split(' ')[0])
   assert stopped % 10 == 0 and stopped < 240  # the agreement interval (preemption_sync_every_steps)
   steps = sorted(int(n) for n in os.listdir(tmp_path / 'w' / 'checkpoints') if n.isdigit())
   assert steps[-1] == stopped
-  rerun = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-  assert rerun.returncode == 0, rerun.stdout[-3000:]
-  assert f'resumed from {tmp_path / "w" / "checkpoints"}/{stopped}' in rerun.stdout
-  assert '"step": 240' in rerun.stdout
+  rc, out = _launch(args, env, timeout=300)
+  assert rc == 0, f'return code {rc} (None: still running after 300 s, killed):\n' + out[-3000:]
+  assert f'resumed from {tmp_path / "w" / "checkpoints"}/{stopped}' in out
+  assert '"step": 240' in out

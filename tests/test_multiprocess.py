@@ -23,11 +23,15 @@ ARGS = ['--config=configs/synthetic_bcnn.py', '--config.dataset.config=tiny',
 
 
 def _launch(args, env, timeout):
-  """Runs launch/local_multiprocess.sh with `args` in its own process group; the group (the
-  launcher, both fgjax processes and their output filters) is killed when it is still running
-  after `timeout` seconds, so a hung collective fails the test with the output so far instead of
-  leaving processes behind. Returns (return code or None when it was killed, output)."""
-  proc = _start(args, env)
+  """Runs launch/local_multiprocess.sh with `args` in its own process group (`_wait`)."""
+  return _wait(_start(args, env), timeout)
+
+
+def _wait(proc, timeout):
+  """(return code, output) of the launcher `proc`; (None, output so far) when it is still running
+  after `timeout` seconds: the group (the launcher, both fgjax processes and their output filters)
+  is then killed, so a hung collective fails the test with its output instead of leaving
+  processes behind."""
   try:
     out, _ = proc.communicate(timeout=timeout)
     return proc.returncode, out
@@ -111,11 +115,9 @@ def test_sigterm_to_the_launcher_stops_all_processes_at_one_step(tmp_path, data_
     time.sleep(0.1)
   time.sleep(0.3)
   proc.send_signal(signal.SIGTERM)
-  try:
-    out, _ = proc.communicate(timeout=120)
-  except subprocess.TimeoutExpired:
-    pytest.fail('still running 120 s after SIGTERM (killed):\n' + _kill(proc)[-3000:])
-  assert proc.returncode == 0, out[-3000:]
+  rc, out = _wait(proc, timeout=120)
+  assert rc == 0, (f'return code {rc} (None: still running 120 s after SIGTERM, killed):\n'
+                   + out[-3000:])
   stopped = int(out.split('stopped after step ')[1].split(' ')[0])
   assert stopped % 10 == 0 and stopped < 240  # the agreement interval (preemption_sync_every_steps)
   steps = sorted(int(n) for n in os.listdir(tmp_path / 'w' / 'checkpoints') if n.isdigit())
